@@ -1,0 +1,255 @@
+//! Instance → adapter → device, requesting the adapter's own limits, and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _, Result};
+use wgpu::util::DeviceExt;
+
+use super::{preprocess, Shader, Tensor};
+
+/// How to choose the adapter. `adapter` (the `--adapter` flag) wins over the environment
+/// variable `WGPU_ADAPTER_NAME`; both match a case-insensitive substring of the adapter name.
+/// `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`) restricts the backends searched.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub adapter: Option<String>,
+}
+
+/// The device, its queue and the cache of compiled pipelines. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<GpuInner>,
+}
+
+impl std::ops::Deref for Gpu {
+    type Target = GpuInner;
+    fn deref(&self) -> &GpuInner {
+        &self.inner
+    }
+}
+
+pub struct GpuInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: Mutex<HashMap<(&'static str, String), Arc<wgpu::ComputePipeline>>>,
+}
+
+const NO_ADAPTER_HELP: &str = "no GPU adapter found by wgpu.\n\
+  On Linux without a GPU install Mesa's software Vulkan driver (lavapipe):\n\
+      sudo apt-get install mesa-vulkan-drivers\n\
+  On a machine with a GPU install its Vulkan (or Metal / DX12) driver.\n\
+  `ddpm-gpu info` lists the adapters wgpu can see.";
+
+/// Every adapter wgpu sees on the backends allowed by `WGPU_BACKEND`.
+pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Rank adapters: real GPUs first, then Vulkan over other backends (Mesa also exposes an
+/// llvmpipe GL adapter next to lavapipe's Vulkan one; Vulkan is the one to use).
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+/// Choose an adapter following `opts`, or fail with a message saying what to install.
+pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    let mut adapters = enumerate_adapters();
+    if adapters.is_empty() {
+        bail!("{NO_ADAPTER_HELP}");
+    }
+    let wanted = opts.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+    if let Some(name) = wanted {
+        let needle = name.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
+        if adapters.is_empty() {
+            bail!("no adapter matches '{name}' (from --adapter or WGPU_ADAPTER_NAME); available: {names:?}");
+        }
+    }
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    Ok(adapters.remove(0))
+}
+
+impl Gpu {
+    /// Open the chosen adapter with its own limits (the defaults cap storage bindings at
+    /// 128 MiB, too small for real batches).
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let adapter = choose_adapter(opts)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ddpm-gpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("opening device on adapter '{}'", info.name))?;
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                device,
+                queue,
+                info,
+                limits,
+                features,
+                pipelines: Mutex::default(),
+            }),
+        })
+    }
+
+    /// A device for tests and benches: the default adapter, panicking with the install hint.
+    pub fn for_tests() -> Gpu {
+        match Gpu::new(&GpuOptions::default()) {
+            Ok(gpu) => gpu,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// A one-line description of the adapter, e.g. for benchmark reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+        )
+    }
+
+    // ---- tensors -------------------------------------------------------------------------
+
+    fn storage_buffer(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let buffer = self.storage_buffer(n as u64 * 4, "tensor");
+        Tensor {
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// A tensor holding `data` (row-major).
+    pub fn tensor(&self, shape: &[usize], data: &[f32]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            n,
+            data.len(),
+            "tensor shape {shape:?} needs {n} values, got {}",
+            data.len()
+        );
+        let contents: &[u8] = if data.is_empty() {
+            &[0u8; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tensor"),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        Tensor {
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// Overwrite a tensor's contents (queued; takes effect before the next submission).
+    pub fn write(&self, t: &Tensor, data: &[f32]) {
+        assert_eq!(
+            t.len(),
+            data.len(),
+            "write of {} values into tensor {:?}",
+            data.len(),
+            t.shape
+        );
+        self.queue
+            .write_buffer(&t.buffer, (t.offset * 4) as u64, bytemuck::cast_slice(data));
+    }
+
+    /// Copy a tensor back to the CPU, waiting for all submitted work. Explicit and rare.
+    pub fn read(&self, t: &Tensor) -> Vec<f32> {
+        let bytes = (t.len() * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&t.buffer, (t.offset * 4) as u64, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..bytes);
+        slice.map_async(wgpu::MapMode::Read, |r| r.expect("mapping a readback buffer"));
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("waiting for the GPU");
+        let data: Vec<f32> = bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range().expect("reading a mapped buffer")).to_vec();
+        staging.unmap();
+        data
+    }
+
+    /// Wait until all submitted work has finished.
+    pub fn sync(&self) {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("waiting for the GPU");
+    }
+
+    // ---- pipelines -----------------------------------------------------------------------
+
+    /// The compute pipeline for `entry` of `shader`, compiled once and cached.
+    pub fn pipeline(&self, shader: &Shader, entry: &str) -> Arc<wgpu::ComputePipeline> {
+        let key = (shader.name, entry.to_string());
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let source = preprocess(shader.source).unwrap_or_else(|e| panic!("shaders/{}.wgsl: {e}", shader.name));
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&format!("{}::{entry}", shader.name)),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        pipeline
+    }
+}
+
+/// Every feature the chosen adapter offers (the device enables only those it uses).
+pub fn adapter_features(opts: &GpuOptions) -> Result<wgpu::Features> {
+    Ok(choose_adapter(opts)?.features())
+}

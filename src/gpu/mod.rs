@@ -1,0 +1,18 @@
+//! The GPU runtime: device context, tensors, shaders, cached pipelines and recorded plans.
+//!
+//! Conventions shared by every op (see `src/ops/`):
+//! - Tensors are `f32`, row-major; images are NCHW.
+//! - Forward kernels *write* (`=`) their outputs; backward kernels *accumulate* (`+=`) into
+//!   gradient buffers, as in llm.c. Gradient buffers are zeroed once per step with `fill`.
+//! - An op records one or more [`Kernel`]s into a [`Plan`]; a plan is submitted as one command
+//!   buffer and can be replayed as often as wanted (buffers and bind groups are made once).
+
+mod context;
+mod plan;
+mod shader;
+mod tensor;
+
+pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions};
+pub use plan::{grid_1d, Kernel, Plan};
+pub use shader::{preprocess, Shader};
+pub use tensor::Tensor;

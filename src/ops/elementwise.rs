@@ -1,0 +1,1 @@
+//! elementwise (not yet written).

@@ -1,0 +1,1 @@
+//! p_sample (not yet written).

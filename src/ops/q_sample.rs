@@ -1,0 +1,1 @@
+//! q_sample (not yet written).

@@ -1,0 +1,1 @@
+//! timestep_embedding (not yet written).

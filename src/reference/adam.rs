@@ -1,0 +1,1 @@
+//! CPU reference for adam (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for concat (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for conv2d (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for dropout (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for elementwise (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for ema (not yet written).

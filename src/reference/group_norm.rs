@@ -1,0 +1,1 @@
+//! CPU reference for group_norm (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for linear (not yet written).

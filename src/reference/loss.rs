@@ -1,0 +1,1 @@
+//! CPU reference for loss (not yet written).

@@ -1,0 +1,22 @@
+//! Plain-Rust CPU references of every op, in f64 with obvious loops: the specification each
+//! WGSL kernel is tested against, and whose backward passes are checked by finite differences.
+
+pub mod adam;
+pub mod concat;
+pub mod conv2d;
+pub mod dropout;
+pub mod elementwise;
+pub mod ema;
+pub mod group_norm;
+pub mod linear;
+pub mod loss;
+pub mod matmul;
+pub mod p_sample;
+pub mod permute;
+pub mod q_sample;
+pub mod reduce;
+pub mod rng;
+pub mod silu;
+pub mod softmax;
+pub mod timestep_embedding;
+pub mod upsample;

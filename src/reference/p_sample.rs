@@ -1,0 +1,1 @@
+//! CPU reference for p_sample (not yet written).

@@ -1,0 +1,1 @@
+//! CPU reference for q_sample (not yet written).

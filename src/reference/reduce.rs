@@ -1,0 +1,1 @@
+//! CPU reference for reduce (not yet written).

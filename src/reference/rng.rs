@@ -1,0 +1,1 @@
+//! CPU reference for the counter-based RNG of shaders/rng.wgsl (not yet written).

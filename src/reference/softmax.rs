@@ -1,0 +1,1 @@
+//! CPU reference for softmax (not yet written).

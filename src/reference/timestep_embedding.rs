@@ -1,0 +1,1 @@
+//! CPU reference for timestep_embedding (not yet written).

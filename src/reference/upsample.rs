@@ -1,0 +1,1 @@
+//! CPU reference for upsample (not yet written).
