@@ -7,6 +7,10 @@
 //! - `reference`: the plain-Rust CPU twin of every op, the specification the kernels are tested
 //!   against.
 
+pub mod data;
+pub mod diffusion;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod viz;

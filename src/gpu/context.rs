@@ -210,7 +210,8 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .expect("waiting for the GPU");
-        let data: Vec<f32> = bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range().expect("reading a mapped buffer")).to_vec();
+        let data: Vec<f32> =
+            bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range().expect("reading a mapped buffer")).to_vec();
         staging.unmap();
         data
     }

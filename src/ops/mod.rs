@@ -2,6 +2,7 @@
 //! and records its kernels into a [`crate::gpu::Plan`]. The CPU twin of `ops::x` is `reference::x`.
 
 pub mod adam;
+pub mod attention;
 pub mod concat;
 pub mod conv2d;
 pub mod dropout;
@@ -12,7 +13,7 @@ pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod p_sample;
-pub mod permute;
+pub mod peak;
 pub mod q_sample;
 pub mod reduce;
 pub mod silu;

@@ -2,6 +2,7 @@
 //! WGSL kernel is tested against, and whose backward passes are checked by finite differences.
 
 pub mod adam;
+pub mod attention;
 pub mod concat;
 pub mod conv2d;
 pub mod dropout;
@@ -12,7 +13,6 @@ pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod p_sample;
-pub mod permute;
 pub mod q_sample;
 pub mod reduce;
 pub mod rng;

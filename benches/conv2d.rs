@@ -1,0 +1,2 @@
+//! Benchmark of conv2d (not yet written).
+fn main() {}

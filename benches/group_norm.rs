@@ -1,0 +1,2 @@
+//! Benchmark of group_norm (not yet written).
+fn main() {}

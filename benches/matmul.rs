@@ -1,0 +1,2 @@
+//! Benchmark of matmul (not yet written).
+fn main() {}

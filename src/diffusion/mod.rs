@@ -1,0 +1,3 @@
+//! Diffusion processes: noise schedules, samplers and the training loop.
+
+pub mod schedule;

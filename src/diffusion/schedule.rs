@@ -1,0 +1,1 @@
+//! Noise schedules (not yet written).

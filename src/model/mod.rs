@@ -1,0 +1,1 @@
+//! The DDPM U-Net in diffusers UNet2DModel layout (not yet written).

@@ -1,1 +1,0 @@
-//! permute (not yet written).

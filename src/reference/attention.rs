@@ -1,0 +1,1 @@
+//! CPU reference for attention (not yet written).

@@ -1,1 +1,0 @@
-//! CPU reference for permute (not yet written).
