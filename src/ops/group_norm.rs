@@ -54,7 +54,7 @@ const WG_SERIAL: u32 = 64;
 impl GroupNorm {
     fn params(&self) -> Params {
         assert!(
-            self.groups > 0 && self.c % self.groups == 0,
+            self.groups > 0 && self.c.is_multiple_of(self.groups),
             "group_norm: {} channels do not split into {} groups",
             self.c,
             self.groups
