@@ -18,9 +18,10 @@
 // - `forward`, `backward_dx`, `backward_params`: one workgroup of WG invocations per (sample, group)
 //   (per channel for the parameter gradients); each invocation sums a strided slice, then a
 //   shared-memory tree reduction. The natural GPU mapping.
-// - `*_serial`: one invocation per (sample, group) (per channel) walking its values alone, no
-//   barriers. Workgroup barriers are emulated and slow on CPU drivers (lavapipe); this is faster
-//   there, and too little parallelism for a real GPU.
+// - `*_serial`: one invocation per (sample, group) walking its values alone, no barriers; the
+//   dx kernel also leaves per-(sample, channel) sums from which a tiny kernel (one invocation per
+//   channel) adds up dγ and dβ. Workgroup barriers are emulated and slow on CPU drivers
+//   (lavapipe); this is faster there, and too little parallelism for a real GPU.
 // Workgroup indices: linear = wid.x + wid.y · num_workgroups.x (see `grid_1d` in src/gpu/plan.rs).
 
 struct Params {
@@ -44,6 +45,8 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> dx: array<f32>;         // (N, C, HW)   accumulated
 @group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;     // (C)          accumulated
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;      // (C)          accumulated
+@group(0) @binding(13) var<storage, read_write> partial_out: array<vec2<f32>>;  // (N, C)  serial dx output
+@group(0) @binding(14) var<storage, read> partial: array<vec2<f32>>;            // (N, C)  (Σ dy·x̂, Σ dy)
 
 const WG: u32 = 256u;         // workgroup mapping: invocations per (sample, group)
 const WG_SERIAL: u32 = 64u;   // serial mapping: (sample, group)s per workgroup
@@ -203,6 +206,8 @@ fn forward_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     rstd_out[ng] = r;
 }
 
+// Also leaves the per-(sample, channel) sums (Σ dy · x̂, Σ dy) in `partial` for the parameter
+// gradients, so that those need not read x and dy again.
 @compute @workgroup_size(WG_SERIAL)
 fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let ng = gid.x + gid.y * nwg.x * WG_SERIAL;
@@ -212,50 +217,42 @@ fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let cg = params.c / params.groups;
     let len = cg * params.hw;
     let base = ng * len;
+    let nc0 = ng * cg;  // (sample, first channel of the group)
     let c0 = (ng % params.groups) * cg;
     let mu = mean[ng];
     let r = rstd[ng];
-    var sums = vec2(0.0);  // (Σ g, Σ g · x̂), summed per channel row then over rows
+    var sums = vec2(0.0);  // (Σ g · x̂, Σ g) with g = dy · γ: per-row sums times γ, summed over rows
     for (var k = 0u; k < cg; k++) {
-        let gm = gamma[c0 + k];
         let row = base + k * params.hw;
-        var row_sums = vec2(0.0);
+        var row_sums = vec2(0.0);  // (Σ dy · x̂, Σ dy) over the row
         for (var i = 0u; i < params.hw; i++) {
-            let g = dy[row + i] * gm;
-            row_sums += vec2(g, g * (x[row + i] - mu) * r);
+            let d = dy[row + i];
+            row_sums += vec2(d * (x[row + i] - mu) * r, d);
         }
-        sums += row_sums;
+        partial_out[nc0 + k] = row_sums;
+        sums += gamma[c0 + k] * row_sums;
     }
-    let m = sums / f32(len);
+    let m = sums / f32(len);  // (mean(g · x̂), mean(g))
     for (var k = 0u; k < cg; k++) {
         let gm = gamma[c0 + k];
         let row = base + k * params.hw;
         for (var i = 0u; i < params.hw; i++) {
             let xh = (x[row + i] - mu) * r;
-            dx[row + i] += r * (dy[row + i] * gm - m.x - xh * m.y);
+            dx[row + i] += r * (dy[row + i] * gm - m.y - xh * m.x);
         }
     }
 }
 
+// dγ[c] += Σ_n partial[n, c].x, dβ[c] += Σ_n partial[n, c].y.
 @compute @workgroup_size(WG_SERIAL)
 fn backward_params_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let ch = gid.x + gid.y * nwg.x * WG_SERIAL;
     if (ch >= params.c) {
         return;
     }
-    let g = ch / (params.c / params.groups);
-    var sums = vec2(0.0);  // (Σ dy · x̂, Σ dy)
+    var sums = vec2(0.0);
     for (var s = 0u; s < params.n; s++) {
-        let ng = s * params.groups + g;
-        let mu = mean[ng];
-        let r = rstd[ng];
-        let row = (s * params.c + ch) * params.hw;
-        var row_sums = vec2(0.0);
-        for (var i = 0u; i < params.hw; i++) {
-            let d = dy[row + i];
-            row_sums += vec2(d * (x[row + i] - mu) * r, d);
-        }
-        sums += row_sums;
+        sums += partial[s * params.c + ch];
     }
     dgamma[ch] += sums.x;
     dbeta[ch] += sums.y;

@@ -175,14 +175,18 @@ pub fn backward_with(
     s.check("mean", mean, stats);
     s.check("rstd", rstd, stats);
     let dx_bindings = [(1, x), (2, gamma), (7, mean), (8, rstd), (9, dy), (10, dx)];
-    let param_bindings = [(1, x), (7, mean), (8, rstd), (9, dy), (11, dgamma), (12, dbeta)];
     let sh = shader!("group_norm");
     match m {
         Mapping::Workgroup => {
+            let param_bindings = [(1, x), (7, mean), (8, rstd), (9, dy), (11, dgamma), (12, dbeta)];
             p.kernel(&sh, "backward_dx", &params, &dx_bindings, grid_1d(stats, 1));
             p.kernel(&sh, "backward_params", &params, &param_bindings, grid_1d(s.c, 1));
         }
         Mapping::Serial => {
+            // Per-(sample, channel) (Σ dy·x̂, Σ dy), made once when the plan is built.
+            let partial = p.gpu.zeros(&[s.n, s.c, 2]);
+            let mut dx_bindings = dx_bindings.to_vec();
+            dx_bindings.push((13, &partial));
             p.kernel(
                 &sh,
                 "backward_dx_serial",
@@ -194,7 +198,7 @@ pub fn backward_with(
                 &sh,
                 "backward_params_serial",
                 &params,
-                &param_bindings,
+                &[(14, &partial), (11, dgamma), (12, dbeta)],
                 grid_1d(s.c, WG_SERIAL),
             );
         }
