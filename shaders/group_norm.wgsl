@@ -48,7 +48,7 @@ struct Params {
 @group(0) @binding(13) var<storage, read_write> partial_out: array<vec2<f32>>;  // (N, C)  serial dx output
 @group(0) @binding(14) var<storage, read> partial: array<vec2<f32>>;            // (N, C)  (Σ dy·x̂, Σ dy)
 
-const WG: u32 = 256u;         // workgroup mapping: invocations per (sample, group)
+const WG: u32 = 64u;          // workgroup mapping: invocations per (sample, group)
 const WG_SERIAL: u32 = 64u;   // serial mapping: (sample, group)s per workgroup
 
 var<workgroup> red: array<vec2<f32>, WG>;
@@ -172,27 +172,32 @@ fn forward_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let cg = params.c / params.groups;
     let len = cg * params.hw;
     let base = ng * len;
-    // Sums per channel row, then over rows: rounding error grows with hw + cg, not cg · hw.
-    let shift = x[base];
-    var s = 0.0;
+    // Per channel row (in cache for its second pass): the row mean (of values shifted by the row's
+    // first one), then the sum of squares about it; rows merged with Chan et al.'s pairwise update
+    // of (count, mean, M2). x is read from memory twice in all (here and to normalize), not three
+    // times, and no sum ever spans more than one row.
+    let hwf = f32(params.hw);
+    var mu = 0.0;
+    var m2 = 0.0;
     for (var k = 0u; k < cg; k++) {
-        var row_sum = 0.0;
-        for (var i = base + k * params.hw; i < base + (k + 1u) * params.hw; i++) {
-            row_sum += x[i] - shift;
+        let row = base + k * params.hw;
+        let shift = x[row];
+        var rs = 0.0;
+        for (var i = row; i < row + params.hw; i++) {
+            rs += x[i] - shift;
         }
-        s += row_sum;
-    }
-    let mu = shift + s / f32(len);
-    var q = 0.0;
-    for (var k = 0u; k < cg; k++) {
-        var row_sum = 0.0;
-        for (var i = base + k * params.hw; i < base + (k + 1u) * params.hw; i++) {
-            let d = x[i] - mu;
-            row_sum += d * d;
+        let row_mean = shift + rs / hwf;
+        var rq = 0.0;
+        for (var i = row; i < row + params.hw; i++) {
+            let d = x[i] - row_mean;
+            rq += d * d;
         }
-        q += row_sum;
+        let seen = f32(k) * hwf;  // values merged so far
+        let delta = row_mean - mu;
+        mu += delta * (hwf / (seen + hwf));
+        m2 += rq + delta * delta * (seen * hwf / (seen + hwf));
     }
-    let r = inverseSqrt(q / f32(len) + params.eps);
+    let r = inverseSqrt(m2 / f32(len) + params.eps);
     let c0 = (ng % params.groups) * cg;
     for (var k = 0u; k < cg; k++) {
         let a = r * gamma[c0 + k];

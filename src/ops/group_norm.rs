@@ -21,7 +21,7 @@ pub struct GroupNorm {
 /// Which kernels compute the group norm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mapping {
-    /// One workgroup (256 invocations) per (sample, group), shared-memory tree reduction.
+    /// One workgroup (64 invocations) per (sample, group), shared-memory tree reduction.
     Workgroup,
     /// One invocation per (sample, group), serial loops, no barriers (fast on CPU drivers).
     Serial,
@@ -149,7 +149,8 @@ pub fn backward(
 }
 
 /// [`backward`] with an explicit [`Mapping`]. Two kernels: dx per (sample, group), then the
-/// parameter gradients per channel.
+/// parameter gradients per channel (`Serial`: from per-(sample, channel) sums the dx kernel leaves
+/// in a small scratch tensor, allocated here when the plan is built).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     p: &mut Plan,
