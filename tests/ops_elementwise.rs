@@ -258,3 +258,21 @@ fn reference_backwards_match_finite_differences() {
     check_grad("concat da", &fa, &a, &ga, 60, FD_TOL);
     check_grad("concat db", &fb, &b, &gb, 60, FD_TOL);
 }
+
+#[test]
+fn add_covers_a_two_dimensional_dispatch_grid() {
+    // More than 65535 workgroups of 256: grid_1d spreads them over y; every element must be hit once.
+    let gpu = gpu();
+    let n = 65535 * 256 + 300;
+    let a: Vec<f32> = (0..n).map(|i| (i % 1013) as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| (i / 1013) as f32).collect();
+    let (ta, tb, ty) = (gpu.tensor(&[n], &a), gpu.tensor(&[n], &b), gpu.zeros(&[n]));
+    let mut p = Plan::new(&gpu);
+    ops::elementwise::add(&mut p, &ta, &tb, &ty);
+    assert!(p.kernels()[0].workgroups[1] > 1, "expected a 2D grid");
+    p.run();
+    let y = gpu.read(&ty);
+    let bad = (0..n).filter(|&i| y[i] != a[i] + b[i]).count();
+    println!("add over {n} elements with a 2D grid: {bad} wrong");
+    assert_eq!(bad, 0);
+}
