@@ -1,1 +1,71 @@
-//! concat (not yet written).
+//! Channel concatenation `torch.cat([a, b], dim=1)`: `shaders/concat.wgsl`, reference in
+//! `src/reference/concat.rs`.
+
+use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::shader;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c1: u32,
+    c2: u32,
+    hw: u32,
+}
+
+const WG: u32 = 256;
+
+#[allow(clippy::too_many_arguments)]
+fn check(n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) -> Params {
+    assert_eq!(
+        a.len(),
+        n * c1 * hw,
+        "concat: a is {:?}, not ({n}, {c1}, {hw})",
+        a.shape()
+    );
+    assert_eq!(
+        b.len(),
+        n * c2 * hw,
+        "concat: b is {:?}, not ({n}, {c2}, {hw})",
+        b.shape()
+    );
+    assert_eq!(
+        y.len(),
+        n * (c1 + c2) * hw,
+        "concat: y is {:?}, not ({n}, {}, {hw})",
+        y.shape(),
+        c1 + c2
+    );
+    Params {
+        n: n as u32,
+        c1: c1 as u32,
+        c2: c2 as u32,
+        hw: hw as u32,
+    }
+}
+
+/// y (n, c1+c2, hw) = [a (n, c1, hw), b (n, c2, hw)] along channels.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
+    let params = check(n, c1, c2, hw, a, b, y);
+    p.kernel(
+        &shader!("concat"),
+        "forward",
+        &params,
+        &[(1, a), (2, b), (3, y)],
+        grid_1d(y.len(), WG),
+    );
+}
+
+/// da += dy[:, ..c1], db += dy[:, c1..].
+#[allow(clippy::too_many_arguments)]
+pub fn backward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
+    let params = check(n, c1, c2, hw, da, db, dy);
+    p.kernel(
+        &shader!("concat"),
+        "backward",
+        &params,
+        &[(4, dy), (5, da), (6, db)],
+        grid_1d(dy.len(), WG),
+    );
+}

@@ -1,1 +1,207 @@
-//! group_norm (not yet written).
+//! Group normalization: `shaders/group_norm.wgsl`, reference in `src/reference/group_norm.rs`.
+//!
+//! Two mappings of the same math are kept (see the shader header): [`Mapping::Workgroup`], one
+//! workgroup per (sample, group) with a tree reduction, and [`Mapping::Serial`], one invocation per
+//! (sample, group) with no barriers. [`forward`] / [`backward`] choose with [`Mapping::for_adapter`].
+
+use crate::gpu::{grid_1d, Gpu, Plan, Tensor};
+use crate::shader;
+
+/// Shape and settings of a `nn.GroupNorm(groups, c, eps, affine=True)` applied to x (n, c, hw),
+/// hw = H·W flattened.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNorm {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+/// Which kernels compute the group norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// One workgroup (64 invocations) per (sample, group), shared-memory tree reduction.
+    Workgroup,
+    /// One invocation per (sample, group), serial loops, no barriers (fast on CPU drivers).
+    Serial,
+}
+
+impl Mapping {
+    /// `Serial` on CPU adapters (lavapipe), where workgroup barriers are emulated and slow;
+    /// `Workgroup` on GPUs, where one invocation per group leaves most of the device idle.
+    pub fn for_adapter(gpu: &Gpu) -> Mapping {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            Mapping::Serial
+        } else {
+            Mapping::Workgroup
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+}
+
+const WG_SERIAL: u32 = 64;
+
+impl GroupNorm {
+    fn params(&self) -> Params {
+        assert!(
+            self.groups > 0 && self.c.is_multiple_of(self.groups),
+            "group_norm: {} channels do not split into {} groups",
+            self.c,
+            self.groups
+        );
+        assert!(self.hw > 0, "group_norm: empty spatial size");
+        Params {
+            n: self.n as u32,
+            c: self.c as u32,
+            hw: self.hw as u32,
+            groups: self.groups as u32,
+            eps: self.eps,
+        }
+    }
+
+    fn check(&self, what: &str, t: &Tensor, len: usize) {
+        assert_eq!(
+            t.len(),
+            len,
+            "group_norm {self:?}: {what} has {} elements, want {len}",
+            t.len()
+        );
+    }
+}
+
+/// y = (x − μ)·rstd·γ + β per (sample, group); writes y, and mean and rstd (n·groups) for the
+/// backward.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    p: &mut Plan,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
+    let m = Mapping::for_adapter(&p.gpu);
+    forward_with(p, m, s, x, gamma, beta, y, mean, rstd);
+}
+
+/// [`forward`] with an explicit [`Mapping`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
+    let params = s.params();
+    let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
+    s.check("x", x, numel);
+    s.check("y", y, numel);
+    s.check("gamma", gamma, s.c);
+    s.check("beta", beta, s.c);
+    s.check("mean", mean, stats);
+    s.check("rstd", rstd, stats);
+    let bindings = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
+    match m {
+        Mapping::Workgroup => p.kernel(&shader!("group_norm"), "forward", &params, &bindings, grid_1d(stats, 1)),
+        Mapping::Serial => p.kernel(
+            &shader!("group_norm"),
+            "forward_serial",
+            &params,
+            &bindings,
+            grid_1d(stats, WG_SERIAL),
+        ),
+    };
+}
+
+/// dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given dy = ∂L/∂y and the saved mean and rstd.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    p: &mut Plan,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) {
+    let m = Mapping::for_adapter(&p.gpu);
+    backward_with(p, m, s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
+}
+
+/// [`backward`] with an explicit [`Mapping`]. Two kernels: dx per (sample, group), then the
+/// parameter gradients per channel (`Serial`: from per-(sample, channel) sums the dx kernel leaves
+/// in a small scratch tensor, allocated here when the plan is built).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) {
+    let params = s.params();
+    let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
+    s.check("x", x, numel);
+    s.check("dy", dy, numel);
+    s.check("dx", dx, numel);
+    s.check("gamma", gamma, s.c);
+    s.check("dgamma", dgamma, s.c);
+    s.check("dbeta", dbeta, s.c);
+    s.check("mean", mean, stats);
+    s.check("rstd", rstd, stats);
+    let dx_bindings = [(1, x), (2, gamma), (7, mean), (8, rstd), (9, dy), (10, dx)];
+    let sh = shader!("group_norm");
+    match m {
+        Mapping::Workgroup => {
+            let param_bindings = [(1, x), (7, mean), (8, rstd), (9, dy), (11, dgamma), (12, dbeta)];
+            p.kernel(&sh, "backward_dx", &params, &dx_bindings, grid_1d(stats, 1));
+            p.kernel(&sh, "backward_params", &params, &param_bindings, grid_1d(s.c, 1));
+        }
+        Mapping::Serial => {
+            // Per-(sample, channel) (Σ dy·x̂, Σ dy), made once when the plan is built.
+            let partial = p.gpu.zeros(&[s.n, s.c, 2]);
+            let mut dx_bindings = dx_bindings.to_vec();
+            dx_bindings.push((13, &partial));
+            p.kernel(
+                &sh,
+                "backward_dx_serial",
+                &params,
+                &dx_bindings,
+                grid_1d(stats, WG_SERIAL),
+            );
+            p.kernel(
+                &sh,
+                "backward_params_serial",
+                &params,
+                &[(14, &partial), (11, dgamma), (12, dbeta)],
+                grid_1d(s.c, WG_SERIAL),
+            );
+        }
+    }
+}

@@ -1,0 +1,264 @@
+// Group normalization (Wu & He 2018), as PyTorch nn.GroupNorm(groups, C, eps, affine=True).
+//
+// The C channels of each sample are split into `groups` groups of cg = C / groups channels; the
+// statistics of one (sample, group) cover its cg · HW values, L = cg · HW:
+//   forward:  μ = (1/L) Σ x,   σ² = (1/L) Σ (x − μ)²  (biased, as PyTorch),   rstd = 1 / √(σ² + eps)
+//             x̂ = (x − μ) · rstd,   y = x̂ · γ[c] + β[c]
+//   backward (g = dy · γ[c], means over the group):
+//             dx += rstd · (g − mean(g) − x̂ · mean(g · x̂))
+//             dγ[c] += Σ_{n,hw} dy · x̂,   dβ[c] += Σ_{n,hw} dy
+// Numerics: two passes in f32 — the mean of the values shifted by the group's first value (so the
+// running sum stays of the size of the spread, not of the offset), then the variance about the
+// mean. Never E[x²] − E[x]², which cancels catastrophically for data with a large mean.
+//
+// Layout: x, y, dy, dx are (N, C, HW) row-major with HW = H·W flattened, so one (sample, group) is
+// the contiguous run of L values starting at (n · groups + g) · L. mean, rstd are (N, groups).
+//
+// Two mappings of the same math (both tested; src/ops/group_norm.rs picks one per adapter):
+// - `forward`, `backward_dx`, `backward_params`: one workgroup of WG invocations per (sample, group)
+//   (per channel for the parameter gradients); each invocation sums a strided slice, then a
+//   shared-memory tree reduction. The natural GPU mapping.
+// - `*_serial`: one invocation per (sample, group) walking its values alone, no barriers; the
+//   dx kernel also leaves per-(sample, channel) sums from which a tiny kernel (one invocation per
+//   channel) adds up dγ and dβ. Workgroup barriers are emulated and slow on CPU drivers
+//   (lavapipe); this is faster there, and too little parallelism for a real GPU.
+// Workgroup indices: linear = wid.x + wid.y · num_workgroups.x (see `grid_1d` in src/gpu/plan.rs).
+
+struct Params {
+    n: u32,       // samples
+    c: u32,       // channels
+    hw: u32,      // H · W
+    groups: u32,  // groups (divides c)
+    eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;                 // (N, C, HW)
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;             // (C)
+@group(0) @binding(3) var<storage, read> beta: array<f32>;              // (C)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;           // (N, C, HW)   forward output
+@group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;    // (N, groups)  forward output
+@group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;    // (N, groups)  forward output
+@group(0) @binding(7) var<storage, read> mean: array<f32>;              // (N, groups)  saved by forward
+@group(0) @binding(8) var<storage, read> rstd: array<f32>;              // (N, groups)  saved by forward
+@group(0) @binding(9) var<storage, read> dy: array<f32>;                // (N, C, HW)
+@group(0) @binding(10) var<storage, read_write> dx: array<f32>;         // (N, C, HW)   accumulated
+@group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;     // (C)          accumulated
+@group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;      // (C)          accumulated
+@group(0) @binding(13) var<storage, read_write> partial_out: array<vec2<f32>>;  // (N, C)  serial dx output
+@group(0) @binding(14) var<storage, read> partial: array<vec2<f32>>;            // (N, C)  (Σ dy·x̂, Σ dy)
+
+const WG: u32 = 64u;          // workgroup mapping: invocations per (sample, group)
+const WG_SERIAL: u32 = 64u;   // serial mapping: (sample, group)s per workgroup
+
+var<workgroup> red: array<vec2<f32>, WG>;
+
+// Sum of `v` over the workgroup (two sums at once), returned to every invocation.
+fn workgroup_sum(v: vec2<f32>, lid: u32) -> vec2<f32> {
+    red[lid] = v;
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        workgroupBarrier();
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+    }
+    workgroupBarrier();
+    let total = red[0];
+    workgroupBarrier();  // everyone has read red[0] before it is overwritten by the next call
+    return total;
+}
+
+// ---- workgroup mapping -------------------------------------------------------------------------
+
+@compute @workgroup_size(WG)
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let ng = wid.x + wid.y * nwg.x;  // (sample, group), uniform over the workgroup
+    if (ng >= params.n * params.groups) {
+        return;
+    }
+    let cg = params.c / params.groups;
+    let len = cg * params.hw;
+    let base = ng * len;
+    let shift = x[base];
+    var s = 0.0;
+    for (var i = lid; i < len; i += WG) {
+        s += x[base + i] - shift;
+    }
+    let mu = shift + workgroup_sum(vec2(s, 0.0), lid).x / f32(len);
+    var q = 0.0;
+    for (var i = lid; i < len; i += WG) {
+        let d = x[base + i] - mu;
+        q += d * d;
+    }
+    let r = inverseSqrt(workgroup_sum(vec2(q, 0.0), lid).x / f32(len) + params.eps);
+    let c0 = (ng % params.groups) * cg;
+    for (var i = lid; i < len; i += WG) {
+        let ch = c0 + i / params.hw;
+        y[base + i] = (x[base + i] - mu) * r * gamma[ch] + beta[ch];
+    }
+    if (lid == 0u) {
+        mean_out[ng] = mu;
+        rstd_out[ng] = r;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_dx(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let ng = wid.x + wid.y * nwg.x;
+    if (ng >= params.n * params.groups) {
+        return;
+    }
+    let cg = params.c / params.groups;
+    let len = cg * params.hw;
+    let base = ng * len;
+    let c0 = (ng % params.groups) * cg;
+    let mu = mean[ng];
+    let r = rstd[ng];
+    var sums = vec2(0.0);  // (Σ g, Σ g · x̂)
+    for (var i = lid; i < len; i += WG) {
+        let g = dy[base + i] * gamma[c0 + i / params.hw];
+        sums += vec2(g, g * (x[base + i] - mu) * r);
+    }
+    let m = workgroup_sum(sums, lid) / f32(len);
+    for (var i = lid; i < len; i += WG) {
+        let g = dy[base + i] * gamma[c0 + i / params.hw];
+        let xh = (x[base + i] - mu) * r;
+        dx[base + i] += r * (g - m.x - xh * m.y);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_params(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let ch = wid.x + wid.y * nwg.x;  // channel, uniform over the workgroup
+    if (ch >= params.c) {
+        return;
+    }
+    let g = ch / (params.c / params.groups);
+    var sums = vec2(0.0);  // (Σ dy · x̂, Σ dy)
+    for (var k = lid; k < params.n * params.hw; k += WG) {
+        let s = k / params.hw;
+        let i = (s * params.c + ch) * params.hw + k % params.hw;
+        let ng = s * params.groups + g;
+        let d = dy[i];
+        sums += vec2(d * (x[i] - mean[ng]) * rstd[ng], d);
+    }
+    let total = workgroup_sum(sums, lid);
+    if (lid == 0u) {
+        dgamma[ch] += total.x;
+        dbeta[ch] += total.y;
+    }
+}
+
+// ---- serial mapping ----------------------------------------------------------------------------
+
+@compute @workgroup_size(WG_SERIAL)
+fn forward_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ng = gid.x + gid.y * nwg.x * WG_SERIAL;
+    if (ng >= params.n * params.groups) {
+        return;
+    }
+    let cg = params.c / params.groups;
+    let len = cg * params.hw;
+    let base = ng * len;
+    // Per channel row (in cache for its second pass): the row mean (of values shifted by the row's
+    // first one), then the sum of squares about it; rows merged with Chan et al.'s pairwise update
+    // of (count, mean, M2). x is read from memory twice in all (here and to normalize), not three
+    // times, and no sum ever spans more than one row.
+    let hwf = f32(params.hw);
+    var mu = 0.0;
+    var m2 = 0.0;
+    for (var k = 0u; k < cg; k++) {
+        let row = base + k * params.hw;
+        let shift = x[row];
+        var rs = 0.0;
+        for (var i = row; i < row + params.hw; i++) {
+            rs += x[i] - shift;
+        }
+        let row_mean = shift + rs / hwf;
+        var rq = 0.0;
+        for (var i = row; i < row + params.hw; i++) {
+            let d = x[i] - row_mean;
+            rq += d * d;
+        }
+        let seen = f32(k) * hwf;  // values merged so far
+        let delta = row_mean - mu;
+        mu += delta * (hwf / (seen + hwf));
+        m2 += rq + delta * delta * (seen * hwf / (seen + hwf));
+    }
+    let r = inverseSqrt(m2 / f32(len) + params.eps);
+    let c0 = (ng % params.groups) * cg;
+    for (var k = 0u; k < cg; k++) {
+        let a = r * gamma[c0 + k];
+        let b = beta[c0 + k];
+        let row = base + k * params.hw;
+        for (var i = 0u; i < params.hw; i++) {
+            y[row + i] = (x[row + i] - mu) * a + b;
+        }
+    }
+    mean_out[ng] = mu;
+    rstd_out[ng] = r;
+}
+
+// Also leaves the per-(sample, channel) sums (Σ dy · x̂, Σ dy) in `partial` for the parameter
+// gradients, so that those need not read x and dy again.
+@compute @workgroup_size(WG_SERIAL)
+fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ng = gid.x + gid.y * nwg.x * WG_SERIAL;
+    if (ng >= params.n * params.groups) {
+        return;
+    }
+    let cg = params.c / params.groups;
+    let len = cg * params.hw;
+    let base = ng * len;
+    let nc0 = ng * cg;  // (sample, first channel of the group)
+    let c0 = (ng % params.groups) * cg;
+    let mu = mean[ng];
+    let r = rstd[ng];
+    var sums = vec2(0.0);  // (Σ g · x̂, Σ g) with g = dy · γ: per-row sums times γ, summed over rows
+    for (var k = 0u; k < cg; k++) {
+        let row = base + k * params.hw;
+        var row_sums = vec2(0.0);  // (Σ dy · x̂, Σ dy) over the row
+        for (var i = 0u; i < params.hw; i++) {
+            let d = dy[row + i];
+            row_sums += vec2(d * (x[row + i] - mu) * r, d);
+        }
+        partial_out[nc0 + k] = row_sums;
+        sums += gamma[c0 + k] * row_sums;
+    }
+    let m = sums / f32(len);  // (mean(g · x̂), mean(g))
+    for (var k = 0u; k < cg; k++) {
+        let gm = gamma[c0 + k];
+        let row = base + k * params.hw;
+        for (var i = 0u; i < params.hw; i++) {
+            let xh = (x[row + i] - mu) * r;
+            dx[row + i] += r * (dy[row + i] * gm - m.y - xh * m.x);
+        }
+    }
+}
+
+// dγ[c] += Σ_n partial[n, c].x, dβ[c] += Σ_n partial[n, c].y.
+@compute @workgroup_size(WG_SERIAL)
+fn backward_params_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ch = gid.x + gid.y * nwg.x * WG_SERIAL;
+    if (ch >= params.c) {
+        return;
+    }
+    var sums = vec2(0.0);
+    for (var s = 0u; s < params.n; s++) {
+        sums += partial[s * params.c + ch];
+    }
+    dgamma[ch] += sums.x;
+    dbeta[ch] += sums.y;
+}
