@@ -11,18 +11,18 @@
 // same kernel also runs the stride-1 backward-input pass (a convolution of dy with the flipped,
 // channel-transposed kernel: negative y/x strides, input/output channel strides swapped).
 //
-// Mapping:
+// Mapping (TILE_C = 16; all tiled kernels accumulate in registers, no barriers, no atomics):
 //   *_naive             one invocation per output element; 1D grid of WG (linear-index idiom).
-//   conv_tiled[_k3s1]   one invocation per (4 output channels × 4 consecutive output pixels of a row):
-//                       16 accumulators in registers, no barriers. Pixel groups on the 1D grid
-//                       (x, y), the channel block on workgroup z, so weight loads are uniform
-//                       across the workgroup. _k3s1 (3×3, stride 1) loads each input row segment
-//                       once (6 values) for its 3 taps.
-//   backward_input_strided  one invocation per (4 input channels × 4 input pixels spaced by s in a
-//                       row, all with the same ix mod s, so they meet the same taps); channel block on z.
-//   backward_weight     one invocation per (4 output channels × 4 input channels at one tap), a
-//                       reduction over (N, OH, OW) in registers; output-channel block on z, so the
-//                       dy loads are uniform across the workgroup. No atomics.
+//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 4 consecutive
+//                       output pixels of a row, a vec4): per tap 4 input loads feed 4·TILE_C FMAs.
+//                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
+//                       z, so the weight loads are uniform across the workgroup (cheap on lavapipe).
+//   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
+//                       in a row, all with the same ix mod s, so they meet the same taps); channel
+//                       block on z. (Stride 1 runs conv_tiled on dy instead.)
+//   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
+//                       reduction over (N, OH, OW); output-channel block on z, so the dy loads are
+//                       uniform across the workgroup.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
 
 struct Params {
@@ -59,6 +59,7 @@ struct Params {
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
 const BIAS_WG: u32 = 8u;
+const TILE_C: u32 = 16u;  // channels per invocation of the tiled kernels (see TILE_C in src/ops/conv2d.rs)
 const ADD_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 
@@ -182,7 +183,7 @@ fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     db[o] += acc;
 }
 
-// ---- tiled convolution: 4 output channels × 4 pixels per invocation -----------------------
+// ---- tiled kernels: TILE_C channels × 4 pixels per invocation -------------------------------
 
 // x[row + ix], or 0 when ix is outside [0, W) (the padding). The index is clamped so the load is
 // always in bounds; a negative ix wraps to a large u32 and fails the range test.
@@ -191,159 +192,79 @@ fn xat(row: u32, ix: i32) -> f32 {
     return select(0.0, x[row + min(u, params.w - 1u)], u < params.w);
 }
 
-// Index of w[o, 0, 0, 0] for output channel o (clamped to a real channel; results of channels
-// ≥ co are computed but never stored).
-fn wbase(o: u32) -> i32 {
-    return params.w_base + i32(min(o, params.co - 1u)) * params.w_so;
-}
-
-// Store the 4 pixels of output channel o starting at (n, o, oy, ox0), with bias and accumulation.
-fn store_tile(n: u32, o: u32, oy: u32, ox0: u32, acc: vec4<f32>) {
-    let p = params;
-    if (o >= p.co) {
-        return;
-    }
-    var v = acc;
-    if ((p.flags & ADD_BIAS) != 0u) {
-        v += vec4<f32>(bias[o]);
-    }
-    let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
-    let accumulate = (p.flags & ACCUMULATE) != 0u;
-    for (var j = 0u; j < 4u; j++) {
-        if (ox0 + j < p.ow) {
-            if (accumulate) {
-                y[base + j] += v[j];
-            } else {
-                y[base + j] = v[j];
-            }
-        }
-    }
-}
-
-struct Tile {
-    n: u32,
-    oy: u32,
-    ox0: u32,
-    o0: u32,
-    valid: bool,
-}
-
-fn tile_of(gid: vec3<u32>, nwg: vec3<u32>, wid: vec3<u32>) -> Tile {
-    let q = gid.x + gid.y * nwg.x * TILE_WG;
-    let p = params;
-    let row = q / p.groups;
-    return Tile(row / p.oh, row % p.oh, (q % p.groups) * 4u, wid.z * 4u, q < p.n * p.oh * p.groups);
+// dy[row + ox], or 0 when ox is outside [0, OW).
+fn dyat(row: u32, ox: i32) -> f32 {
+    let u = u32(ox);
+    return select(0.0, dy[row + min(u, params.ow - 1u)], u < params.ow);
 }
 
 @compute @workgroup_size(TILE_WG)
 fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(workgroup_id) wid: vec3<u32>) {
-    let t = tile_of(gid, nwg, wid);
-    if (!t.valid) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    if (q >= p.n * p.oh * p.groups) {
         return;
     }
-    let p = params;
+    let n = q / (p.groups * p.oh);
+    let oy = (q / p.groups) % p.oh;
+    let ox0 = (q % p.groups) * 4u;
+    let o0 = wid.z * TILE_C;
     let s = i32(p.stride);
-    let w0 = wbase(t.o0);
-    let w1 = wbase(t.o0 + 1u);
-    let w2 = wbase(t.o0 + 2u);
-    let w3 = wbase(t.o0 + 3u);
-    let ix0 = tap(t.ox0, 0u, p.pad_l);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    let ix0 = tap(ox0, 0u, p.pad_l);
+    // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
+    // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
+    var wo: array<i32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
+        acc[i] = vec4<f32>(0.0);
+    }
     for (var c = 0u; c < p.ci; c++) {
         let wc = i32(c) * p.w_si;
         for (var ky = 0u; ky < p.k; ky++) {
-            let iy = tap(t.oy, ky, p.pad_t);
+            let iy = tap(oy, ky, p.pad_t);
             if (u32(iy) >= p.h) {
                 continue;
             }
-            let row = ((t.n * p.ci + c) * p.h + u32(iy)) * p.w;
-            let wy = wc + i32(ky) * p.w_sy;
+            let row = ((n * p.ci + c) * p.h + u32(iy)) * p.w;
             for (var kx = 0u; kx < p.k; kx++) {
                 let ix = ix0 + i32(kx);
                 let xv = vec4<f32>(xat(row, ix), xat(row, ix + s), xat(row, ix + 2 * s), xat(row, ix + 3 * s));
-                let wk = wy + i32(kx) * p.w_sx;
-                a0 = fma(vec4<f32>(wt[w0 + wk]), xv, a0);
-                a1 = fma(vec4<f32>(wt[w1 + wk]), xv, a1);
-                a2 = fma(vec4<f32>(wt[w2 + wk]), xv, a2);
-                a3 = fma(vec4<f32>(wt[w3 + wk]), xv, a3);
-            }
-        }
-    }
-    store_tile(t.n, t.o0, t.oy, t.ox0, a0);
-    store_tile(t.n, t.o0 + 1u, t.oy, t.ox0, a1);
-    store_tile(t.n, t.o0 + 2u, t.oy, t.ox0, a2);
-    store_tile(t.n, t.o0 + 3u, t.oy, t.ox0, a3);
-}
-
-// conv_tiled for k = 3, stride 1: the 4 pixels × 3 taps of a row read 6 consecutive inputs.
-@compute @workgroup_size(TILE_WG)
-fn conv_tiled_k3s1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(workgroup_id) wid: vec3<u32>) {
-    let t = tile_of(gid, nwg, wid);
-    if (!t.valid) {
-        return;
-    }
-    let p = params;
-    let w0 = wbase(t.o0);
-    let w1 = wbase(t.o0 + 1u);
-    let w2 = wbase(t.o0 + 2u);
-    let w3 = wbase(t.o0 + 3u);
-    let ix0 = i32(t.ox0) - p.pad_l;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    for (var c = 0u; c < p.ci; c++) {
-        let wc = i32(c) * p.w_si;
-        for (var ky = 0u; ky < 3u; ky++) {
-            let iy = i32(t.oy + ky) - p.pad_t;
-            if (u32(iy) >= p.h) {
-                continue;
-            }
-            let row = ((t.n * p.ci + c) * p.h + u32(iy)) * p.w;
-            let lo = vec4<f32>(xat(row, ix0), xat(row, ix0 + 1), xat(row, ix0 + 2), xat(row, ix0 + 3));
-            let hi = vec2<f32>(xat(row, ix0 + 4), xat(row, ix0 + 5));
-            let wy = wc + i32(ky) * p.w_sy;
-            for (var kx = 0; kx < 3; kx++) {
-                var xv = lo;
-                if (kx == 1) {
-                    xv = vec4<f32>(lo.yzw, hi.x);
-                } else if (kx == 2) {
-                    xv = vec4<f32>(lo.zw, hi);
+                let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(wt[wo[i] + wk]), xv, acc[i]);
                 }
-                let wk = wy + kx * p.w_sx;
-                a0 = fma(vec4<f32>(wt[w0 + wk]), xv, a0);
-                a1 = fma(vec4<f32>(wt[w1 + wk]), xv, a1);
-                a2 = fma(vec4<f32>(wt[w2 + wk]), xv, a2);
-                a3 = fma(vec4<f32>(wt[w3 + wk]), xv, a3);
             }
         }
     }
-    store_tile(t.n, t.o0, t.oy, t.ox0, a0);
-    store_tile(t.n, t.o0 + 1u, t.oy, t.ox0, a1);
-    store_tile(t.n, t.o0 + 2u, t.oy, t.ox0, a2);
-    store_tile(t.n, t.o0 + 3u, t.oy, t.ox0, a3);
+    let add_bias = (p.flags & ADD_BIAS) != 0u;
+    let accumulate = (p.flags & ACCUMULATE) != 0u;
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        if (o >= p.co) {
+            break;
+        }
+        let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
+        var v = acc[i];
+        if (add_bias) {
+            v += vec4<f32>(bias[o]);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < p.ow) {
+                if (accumulate) {
+                    y[base + j] += v[j];
+                } else {
+                    y[base + j] = v[j];
+                }
+            }
+        }
+    }
 }
 
-// ---- tiled backward passes ---------------------------------------------------------------------
-
-// dy[base + ox], or 0 when ox is outside [0, OW).
-fn dyat(base: u32, ox: i32) -> f32 {
-    let u = u32(ox);
-    return select(0.0, dy[base + min(u, params.ow - 1u)], u < params.ow);
-}
-
-// w[o, c, ky, kx] in PyTorch layout, c clamped to a real channel.
-fn wat(o: u32, c: u32, tk: u32) -> f32 {
-    return wt[(o * params.ci + min(c, params.ci - 1u)) * params.k * params.k + tk];
-}
-
-// 4 input channels × 4 input pixels ix = r + s·(4g + j), j = 0..3 (same residue r = ix mod s, so for
-// a tap kx either all or none of them are hit, by ox = 4g + j + (r + pad_l − kx)/s).
+// TILE_C input channels (c0.., workgroup z) × 4 input pixels ix = r + s·(4g + j), j = 0..3. All
+// four have the same residue r = ix mod s, so a tap kx hits either all or none of them, at
+// ox = 4g + j + (r + pad_l − kx)/s.
 @compute @workgroup_size(TILE_WG)
 fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(workgroup_id) wid: vec3<u32>) {
@@ -353,17 +274,21 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         return;
     }
     let s = i32(p.stride);
-    let gq = q % p.groups;
-    let iy = i32((q / p.groups) % p.h);
     let n = q / (p.groups * p.h);
-    let r = i32(gq % p.stride);
-    let g = i32(gq / p.stride);
-    let c0 = wid.z * 4u;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    let iy = i32((q / p.groups) % p.h);
+    let r = i32((q % p.groups) % p.stride);
+    let g = i32((q % p.groups) / p.stride);
+    let c0 = wid.z * TILE_C;
+    let kk = p.k * p.k;
+    // Index of w[0, c, 0, 0] per input channel, clamped to a real channel.
+    var wc: array<u32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        wc[i] = min(c0 + i, p.ci - 1u) * kk;
+        acc[i] = vec4<f32>(0.0);
+    }
     for (var o = 0u; o < p.co; o++) {
+        let wo = o * p.ci * kk;
         for (var ky = 0u; ky < p.k; ky++) {
             let ny = iy + p.pad_t - i32(ky);
             if (ny < 0 || ny % s != 0 || ny / s >= i32(p.oh)) {
@@ -377,16 +302,14 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
                 }
                 let ox = 4 * g + d / s;
                 let dv = vec4<f32>(dyat(row, ox), dyat(row, ox + 1), dyat(row, ox + 2), dyat(row, ox + 3));
-                let tk = ky * p.k + kx;
-                a0 = fma(vec4<f32>(wat(o, c0, tk)), dv, a0);
-                a1 = fma(vec4<f32>(wat(o, c0 + 1u, tk)), dv, a1);
-                a2 = fma(vec4<f32>(wat(o, c0 + 2u, tk)), dv, a2);
-                a3 = fma(vec4<f32>(wat(o, c0 + 3u, tk)), dv, a3);
+                let wk = wo + ky * p.k + kx;
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(wt[wc[i] + wk]), dv, acc[i]);
+                }
             }
         }
     }
-    let accs = array<vec4<f32>, 4>(a0, a1, a2, a3);
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < TILE_C; i++) {
         let c = c0 + i;
         if (c >= p.ci) {
             break;
@@ -395,72 +318,67 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         for (var j = 0; j < 4; j++) {
             let ix = r + s * (4 * g + j);
             if (ix < i32(p.w)) {
-                dx[base + u32(ix)] += accs[i][j];
+                dx[base + u32(ix)] += acc[i][j];
             }
         }
     }
 }
 
-// 4 output channels (o0.., workgroup z) × 4 input channels (c0..) at tap (ky, kx), summed over
-// (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix].
+// TILE_C output channels (o0.., workgroup z) × 4 input channels (c0..) at one tap (ky, kx), summed
+// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. The dy loads are uniform
+// in the workgroup; ox runs only over the range whose tap lies inside the image.
 @compute @workgroup_size(TILE_WG)
 fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(workgroup_id) wid: vec3<u32>) {
     let q = gid.x + gid.y * nwg.x * TILE_WG;
     let p = params;
     let kk = p.k * p.k;
-    let cblocks = (p.ci + 3u) / 4u;
-    if (q >= cblocks * kk) {
+    if (q >= ((p.ci + 3u) / 4u) * kk) {
         return;
     }
     let tk = q % kk;
     let ky = tk / p.k;
     let kx = tk % p.k;
     let c0 = (q / kk) * 4u;
-    let o0 = wid.z * 4u;
+    let o0 = wid.z * TILE_C;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
-    // Clamped channels: the extra accumulators are computed from real data and never stored.
+    // Channel offsets, clamped to real channels (extra accumulators are never stored).
     let cs = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
-    let os = min(vec4<u32>(o0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.co - 1u)) * ohw;
-    // Range of ox whose tap kx falls inside the image: 0 ≤ ox·s + kx − pad_l < W.
+    var os: array<u32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        os[i] = min(o0 + i, p.co - 1u) * ohw;
+        acc[i] = vec4<f32>(0.0);
+    }
+    // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi.
     let s = i32(p.stride);
-    let lo_num = p.pad_l - i32(kx);
-    let ox_lo = u32(max(0, (lo_num + s - 1) / s));
+    let ox_lo = u32(max(0, (p.pad_l - i32(kx) + s - 1) / s));
     let hi_num = i32(p.w) - 1 + p.pad_l - i32(kx);
     let ox_hi = select(0u, min(p.ow, u32(hi_num / s + 1)), hi_num >= 0);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
     for (var n = 0u; n < p.n; n++) {
-        let xn = n * p.ci * hw;
-        let dn = n * p.co * ohw;
         for (var oy = 0u; oy < p.oh; oy++) {
             let iy = tap(oy, ky, p.pad_t);
             if (u32(iy) >= p.h) {
                 continue;
             }
-            let xr = xn + u32(iy) * p.w;
-            let dr = dn + oy * p.ow;
+            let xr = n * p.ci * hw + u32(iy) * p.w;
+            let dr = n * p.co * ohw + oy * p.ow;
             for (var ox = ox_lo; ox < ox_hi; ox++) {
                 let xi = xr + u32(tap(ox, kx, p.pad_l));
                 let xv = vec4<f32>(x[xi + cs.x], x[xi + cs.y], x[xi + cs.z], x[xi + cs.w]);
-                let di = dr + ox;
-                a0 = fma(vec4<f32>(dy[di + os.x]), xv, a0);
-                a1 = fma(vec4<f32>(dy[di + os.y]), xv, a1);
-                a2 = fma(vec4<f32>(dy[di + os.z]), xv, a2);
-                a3 = fma(vec4<f32>(dy[di + os.w]), xv, a3);
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(dy[dr + ox + os[i]]), xv, acc[i]);
+                }
             }
         }
     }
-    let accs = array<vec4<f32>, 4>(a0, a1, a2, a3);
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
         for (var j = 0u; j < 4u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                dw[(o * p.ci + c) * kk + tk] += accs[i][j];
+                dw[(o * p.ci + c) * kk + tk] += acc[i][j];
             }
         }
     }

@@ -97,9 +97,11 @@ struct Params {
 const ADD_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 
-/// Output channels (or input channels, for the backward passes) per invocation of the tiled kernels.
-const TILE_C: usize = 4;
-/// Pixels along x per invocation of the tiled kernels.
+/// Channels per invocation of the tiled kernels (output channels of `conv_tiled` and
+/// `backward_weight`, input channels of `backward_input_strided`); `TILE_C` in the shader.
+const TILE_C: usize = 16;
+/// Pixels along x per invocation of the tiled convolutions (one vec4); input channels per
+/// invocation of `backward_weight`.
 const TILE_P: usize = 4;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG` in the shader).
 const WG: u32 = 64;
@@ -145,29 +147,24 @@ fn tiled_grid(per_channel: usize, channels: usize) -> [u32; 3] {
     [x, y, u(channels.div_ceil(TILE_C))]
 }
 
-/// The tiled direct convolution `conv_tiled` (or its 3×3 stride-1 twin) with parameters `q`
-/// (in the convolution's own geometry): input at binding 1, weights 2, bias 3, output 4.
+/// The tiled direct convolution `conv_tiled` with parameters `q` (in the geometry of the
+/// convolution it runs): input at binding 1, weights 2, bias 3, output 4.
 fn conv_tiled(p: &mut Plan, mut q: Params, input: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &Tensor) {
     q.groups = u((q.ow as usize).div_ceil(TILE_P));
     q.flags |= if b.is_some() { ADD_BIAS } else { 0 };
-    let entry = if q.k == 3 && q.stride == 1 {
-        "conv_tiled_k3s1"
-    } else {
-        "conv_tiled"
-    };
     // Without a bias the weights are bound in its place (read-only twice is allowed) and unused.
     let bias = b.unwrap_or(w);
     let grid = tiled_grid(q.n as usize * q.oh as usize * q.groups as usize, q.co as usize);
     p.kernel(
         &shader!("conv2d"),
-        entry,
+        "conv_tiled",
         &q,
         &[(1, input), (2, w), (3, bias), (4, out)],
         grid,
     );
 }
 
-/// y = conv(x, w) + b. Register-blocked: each invocation computes 4 output channels × 4 pixels.
+/// y = conv(x, w) + b. Register-blocked: each invocation computes 16 output channels × 4 pixels.
 pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
     s.check(x.len(), w.len(), y.len());
     conv_tiled(p, params(s), x, w, b, y);
@@ -217,11 +214,11 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
     }
 }
 
-/// dw += ∂loss/∂w: per weight element a reduction over N·OH·OW, blocked 4 output × 4 input channels.
+/// dw += ∂loss/∂w: per weight element a reduction over N·OH·OW, blocked 16 output × 4 input channels.
 pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
     let q = params(s);
-    let grid = tiled_grid(s.c_in.div_ceil(TILE_C) * s.k * s.k, s.c_out);
+    let grid = tiled_grid(s.c_in.div_ceil(TILE_P) * s.k * s.k, s.c_out);
     p.kernel(
         &shader!("conv2d"),
         "backward_weight",
