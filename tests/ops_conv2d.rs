@@ -11,7 +11,8 @@ const TOL: f64 = 2e-6;
 /// Finite-difference tolerance of the f64 reference gradients.
 const FD_TOL: f64 = 1e-6;
 
-fn conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, stride: usize, pad: [usize; 4]) -> Conv2d {
+/// Conv2d from (N, Cin, H, W, Cout, k, stride) and the padding [top, bottom, left, right].
+fn conv([n, c_in, h, w, c_out, k, stride]: [usize; 7], pad: [usize; 4]) -> Conv2d {
     Conv2d {
         n,
         c_in,
@@ -29,17 +30,17 @@ fn conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, strid
 /// enough to span several workgroups and channel blocks.
 fn shapes() -> Vec<Conv2d> {
     vec![
-        conv(1, 3, 5, 7, 5, 3, 1, [1, 1, 1, 1]),
-        conv(2, 13, 7, 5, 3, 1, 1, [0, 0, 0, 0]),
-        conv(1, 5, 7, 9, 13, 3, 2, [1, 1, 1, 1]),
-        conv(2, 3, 8, 8, 5, 3, 2, [0, 1, 0, 1]),
-        conv(2, 5, 5, 7, 13, 3, 2, [0, 1, 0, 1]),
-        conv(1, 5, 6, 9, 6, 3, 1, [0, 0, 0, 0]),
-        conv(1, 2, 9, 11, 3, 5, 1, [2, 1, 0, 2]),
-        conv(2, 3, 10, 9, 4, 2, 3, [0, 1, 2, 0]),
-        conv(1, 6, 7, 6, 5, 1, 2, [0, 0, 1, 0]),
-        conv(1, 18, 5, 6, 7, 3, 2, [0, 1, 0, 1]),
-        conv(2, 17, 12, 13, 19, 3, 1, [1, 1, 1, 1]),
+        conv([1, 3, 5, 7, 5, 3, 1], [1, 1, 1, 1]),
+        conv([2, 13, 7, 5, 3, 1, 1], [0, 0, 0, 0]),
+        conv([1, 5, 7, 9, 13, 3, 2], [1, 1, 1, 1]),
+        conv([2, 3, 8, 8, 5, 3, 2], [0, 1, 0, 1]),
+        conv([2, 5, 5, 7, 13, 3, 2], [0, 1, 0, 1]),
+        conv([1, 5, 6, 9, 6, 3, 1], [0, 0, 0, 0]),
+        conv([1, 2, 9, 11, 3, 5, 1], [2, 1, 0, 2]),
+        conv([2, 3, 10, 9, 4, 2, 3], [0, 1, 2, 0]),
+        conv([1, 6, 7, 6, 5, 1, 2], [0, 0, 1, 0]),
+        conv([1, 18, 5, 6, 7, 3, 2], [0, 1, 0, 1]),
+        conv([2, 17, 12, 13, 19, 3, 1], [1, 1, 1, 1]),
     ]
 }
 
@@ -140,7 +141,7 @@ fn tiled_kernels_match_reference() {
 #[test]
 fn backward_accumulates_across_runs() {
     let gpu = gpu();
-    let s = conv(2, 5, 6, 7, 6, 3, 1, [1, 1, 1, 1]);
+    let s = conv([2, 5, 6, 7, 6, 3, 1], [1, 1, 1, 1]);
     let d = data(&s, 500);
     let tx = gpu.tensor(&[s.n, s.c_in, s.h, s.w], &d.x);
     let tw = gpu.tensor(&[s.c_out, s.c_in, 3, 3], &d.w);
@@ -164,10 +165,10 @@ fn backward_accumulates_across_runs() {
 #[test]
 fn reference_backward_matches_finite_differences() {
     let cases = [
-        conv(2, 3, 5, 7, 4, 3, 1, [1, 1, 1, 1]),
-        conv(1, 3, 7, 6, 5, 3, 2, [0, 1, 0, 1]),
-        conv(2, 5, 4, 5, 3, 1, 1, [0, 0, 0, 0]),
-        conv(1, 2, 7, 8, 3, 2, 3, [0, 1, 2, 0]),
+        conv([2, 3, 5, 7, 4, 3, 1], [1, 1, 1, 1]),
+        conv([1, 3, 7, 6, 5, 3, 2], [0, 1, 0, 1]),
+        conv([2, 5, 4, 5, 3, 1, 1], [0, 0, 0, 0]),
+        conv([1, 2, 7, 8, 3, 2, 3], [0, 1, 2, 0]),
     ];
     for (i, s) in cases.iter().enumerate() {
         let d = data(s, 1000 + 10 * i as u64);
