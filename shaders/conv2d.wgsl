@@ -59,6 +59,7 @@ struct Params {
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
 const BIAS_WG: u32 = 8u;
+const BW_WG: u32 = 16u;   // backward_weight: invocations (blocks of 4 input channels) per workgroup
 const TILE_C: u32 = 16u;  // channels per invocation of the tiled kernels (see TILE_C in src/ops/conv2d.rs)
 const ADD_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
@@ -185,17 +186,17 @@ fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 // ---- tiled kernels: TILE_C channels × 4 pixels per invocation -------------------------------
 
-// x[row + ix], or 0 when ix is outside [0, W) (the padding). The index is clamped so the load is
-// always in bounds; a negative ix wraps to a large u32 and fails the range test.
-fn xat(row: u32, ix: i32) -> f32 {
+// x[row + ix], or 0 when ix is outside [0, W) or the row is not (`in_y` false: padding). The index
+// is clamped so the load is always in bounds; a negative ix wraps to a large u32.
+fn xat(row: u32, ix: i32, in_y: bool) -> f32 {
     let u = u32(ix);
-    return select(0.0, x[row + min(u, params.w - 1u)], u < params.w);
+    return select(0.0, x[row + min(u, params.w - 1u)], in_y && u < params.w);
 }
 
-// dy[row + ox], or 0 when ox is outside [0, OW).
-fn dyat(row: u32, ox: i32) -> f32 {
+// dy[row + ox], or 0 when ox is outside [0, OW) or the row is not (`in_y` false).
+fn dyat(row: u32, ox: i32, in_y: bool) -> f32 {
     let u = u32(ox);
-    return select(0.0, dy[row + min(u, params.ow - 1u)], u < params.ow);
+    return select(0.0, dy[row + min(u, params.ow - 1u)], in_y && u < params.ow);
 }
 
 @compute @workgroup_size(TILE_WG)
@@ -220,17 +221,17 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
         acc[i] = vec4<f32>(0.0);
     }
+    // No branch on the padding: the loops stay uniform, so the weight addresses do too.
     for (var c = 0u; c < p.ci; c++) {
         let wc = i32(c) * p.w_si;
         for (var ky = 0u; ky < p.k; ky++) {
-            let iy = tap(oy, ky, p.pad_t);
-            if (u32(iy) >= p.h) {
-                continue;
-            }
-            let row = ((n * p.ci + c) * p.h + u32(iy)) * p.w;
+            let iy = u32(tap(oy, ky, p.pad_t));
+            let in_y = iy < p.h;
+            let row = ((n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
             for (var kx = 0u; kx < p.k; kx++) {
                 let ix = ix0 + i32(kx);
-                let xv = vec4<f32>(xat(row, ix), xat(row, ix + s), xat(row, ix + 2 * s), xat(row, ix + 3 * s));
+                let xv = vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y),
+                                   xat(row, ix + 3 * s, in_y));
                 let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
                 for (var i = 0u; i < TILE_C; i++) {
                     acc[i] = fma(vec4<f32>(wt[wo[i] + wk]), xv, acc[i]);
@@ -262,23 +263,27 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-// TILE_C input channels (c0.., workgroup z) × 4 input pixels ix = r + s·(4g + j), j = 0..3. All
-// four have the same residue r = ix mod s, so a tap kx hits either all or none of them, at
-// ox = 4g + j + (r + pad_l − kx)/s.
+// TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
+// z = channel block · s² + ry · s + rx: all invocations of a workgroup share the residues (ry, rx),
+// hence the taps that hit them (iy + pad_t − ky ≡ 0 mod s), so loops and weight loads are uniform;
+// then oy = iq + (ry + pad_t − ky)/s and ox_j = 4g + j + (rx + pad_l − kx)/s, range-checked on load.
 @compute @workgroup_size(TILE_WG)
 fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(workgroup_id) wid: vec3<u32>) {
     let q = gid.x + gid.y * nwg.x * TILE_WG;
     let p = params;
-    if (q >= p.n * p.h * p.groups) {
+    let s = i32(p.stride);
+    let rows = (p.h + p.stride - 1u) / p.stride;
+    if (q >= p.n * rows * p.groups) {
         return;
     }
-    let s = i32(p.stride);
-    let n = q / (p.groups * p.h);
-    let iy = i32((q / p.groups) % p.h);
-    let r = i32((q % p.groups) % p.stride);
-    let g = i32((q % p.groups) / p.stride);
-    let c0 = wid.z * TILE_C;
+    let n = q / (p.groups * rows);
+    let iq = i32((q / p.groups) % rows);
+    let g = i32(q % p.groups);
+    let ss = p.stride * p.stride;
+    let ry = i32((wid.z % ss) / p.stride);
+    let rx = i32(wid.z % p.stride);
+    let c0 = (wid.z / ss) * TILE_C;
     let kk = p.k * p.k;
     // Index of w[0, c, 0, 0] per input channel, clamped to a real channel.
     var wc: array<u32, TILE_C>;
@@ -287,27 +292,33 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         wc[i] = min(c0 + i, p.ci - 1u) * kk;
         acc[i] = vec4<f32>(0.0);
     }
-    for (var o = 0u; o < p.co; o++) {
-        let wo = o * p.ci * kk;
-        for (var ky = 0u; ky < p.k; ky++) {
-            let ny = iy + p.pad_t - i32(ky);
-            if (ny < 0 || ny % s != 0 || ny / s >= i32(p.oh)) {
+    for (var ky = 0u; ky < p.k; ky++) {
+        let dy_ = ry + p.pad_t - i32(ky);
+        if (dy_ % s != 0) {
+            continue;
+        }
+        let oy = u32(iq + dy_ / s);
+        let in_y = oy < p.oh;
+        for (var kx = 0u; kx < p.k; kx++) {
+            let dx_ = rx + p.pad_l - i32(kx);
+            if (dx_ % s != 0) {
                 continue;
             }
-            let row = ((n * p.co + o) * p.oh + u32(ny / s)) * p.ow;
-            for (var kx = 0u; kx < p.k; kx++) {
-                let d = r + p.pad_l - i32(kx);
-                if (d % s != 0) {
-                    continue;
-                }
-                let ox = 4 * g + d / s;
-                let dv = vec4<f32>(dyat(row, ox), dyat(row, ox + 1), dyat(row, ox + 2), dyat(row, ox + 3));
-                let wk = wo + ky * p.k + kx;
+            let ox = 4 * g + dx_ / s;
+            for (var o = 0u; o < p.co; o++) {
+                let row = ((n * p.co + o) * p.oh + min(oy, p.oh - 1u)) * p.ow;
+                let dv = vec4<f32>(dyat(row, ox, in_y), dyat(row, ox + 1, in_y), dyat(row, ox + 2, in_y),
+                                   dyat(row, ox + 3, in_y));
+                let wk = o * p.ci * kk + ky * p.k + kx;
                 for (var i = 0u; i < TILE_C; i++) {
                     acc[i] = fma(vec4<f32>(wt[wc[i] + wk]), dv, acc[i]);
                 }
             }
         }
+    }
+    let iy = ry + s * iq;
+    if (iy >= i32(p.h)) {
+        return;
     }
     for (var i = 0u; i < TILE_C; i++) {
         let c = c0 + i;
@@ -316,7 +327,7 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         }
         let base = ((n * p.ci + c) * p.h + u32(iy)) * p.w;
         for (var j = 0; j < 4; j++) {
-            let ix = r + s * (4 * g + j);
+            let ix = rx + s * (4 * g + j);
             if (ix < i32(p.w)) {
                 dx[base + u32(ix)] += acc[i][j];
             }
@@ -324,23 +335,22 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// TILE_C output channels (o0.., workgroup z) × 4 input channels (c0..) at one tap (ky, kx), summed
-// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. The dy loads are uniform
-// in the workgroup; ox runs only over the range whose tap lies inside the image.
-@compute @workgroup_size(TILE_WG)
-fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(workgroup_id) wid: vec3<u32>) {
-    let q = gid.x + gid.y * nwg.x * TILE_WG;
+// TILE_C output channels × 4 input channels (c0.. = 4 · invocation) at one tap (ky, kx), summed
+// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. Workgroup z = output
+// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup; ox runs
+// only over the range whose tap lies inside the image.
+@compute @workgroup_size(BW_WG)
+fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let p = params;
-    let kk = p.k * p.k;
-    if (q >= ((p.ci + 3u) / 4u) * kk) {
+    let c0 = gid.x * 4u;
+    if (c0 >= p.ci) {
         return;
     }
-    let tk = q % kk;
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
     let ky = tk / p.k;
     let kx = tk % p.k;
-    let c0 = (q / kk) * 4u;
-    let o0 = wid.z * TILE_C;
+    let o0 = (wid.z / kk) * TILE_C;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
     // Channel offsets, clamped to real channels (extra accumulators are never stored).
@@ -351,18 +361,15 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
         os[i] = min(o0 + i, p.co - 1u) * ohw;
         acc[i] = vec4<f32>(0.0);
     }
-    // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi.
+    // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi (likewise for oy).
     let s = i32(p.stride);
     let ox_lo = u32(max(0, (p.pad_l - i32(kx) + s - 1) / s));
-    let hi_num = i32(p.w) - 1 + p.pad_l - i32(kx);
-    let ox_hi = select(0u, min(p.ow, u32(hi_num / s + 1)), hi_num >= 0);
+    let ox_hi = u32(clamp((i32(p.w) - 1 + p.pad_l - i32(kx) + s) / s, 0, i32(p.ow)));
+    let oy_lo = u32(max(0, (p.pad_t - i32(ky) + s - 1) / s));
+    let oy_hi = u32(clamp((i32(p.h) - 1 + p.pad_t - i32(ky) + s) / s, 0, i32(p.oh)));
     for (var n = 0u; n < p.n; n++) {
-        for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = tap(oy, ky, p.pad_t);
-            if (u32(iy) >= p.h) {
-                continue;
-            }
-            let xr = n * p.ci * hw + u32(iy) * p.w;
+        for (var oy = oy_lo; oy < oy_hi; oy++) {
+            let xr = n * p.ci * hw + u32(tap(oy, ky, p.pad_t)) * p.w;
             let dr = n * p.co * ohw + oy * p.ow;
             for (var ox = ox_lo; ox < ox_hi; ox++) {
                 let xi = xr + u32(tap(ox, kx, p.pad_l));

@@ -103,10 +103,11 @@ const TILE_C: usize = 16;
 /// Pixels along x per invocation of the tiled convolutions (one vec4); input channels per
 /// invocation of `backward_weight`.
 const TILE_P: usize = 4;
-/// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG` in the shader).
+/// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
 const BIAS_WG: u32 = 8;
+const BW_WG: u32 = 16;
 
 fn u(v: usize) -> u32 {
     u32::try_from(v).expect("conv2d: size exceeds u32")
@@ -201,9 +202,12 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
         conv_tiled(p, q, dy, w, None, dx);
     } else {
         let mut q = params(s);
-        // Invocations per input row: s residues × groups of TILE_P pixels spaced by s.
-        q.groups = u(s.stride * s.w.div_ceil(s.stride).div_ceil(TILE_P));
-        let grid = tiled_grid(s.n * s.h * q.groups as usize, s.c_in);
+        // Per residue class (ry, rx): rows of ⌈H/s⌉ × groups of TILE_P pixels spaced by s.
+        q.groups = u(s.w.div_ceil(s.stride).div_ceil(TILE_P));
+        let [x, y, _] = grid_1d(s.n * s.h.div_ceil(s.stride) * q.groups as usize, TILE_WG);
+        let z = s.c_in.div_ceil(TILE_C) * s.stride * s.stride;
+        assert!(z <= 65535, "conv2d: too many channel blocks × stride² for {s:?}");
+        let grid = [x, y, u(z)];
         p.kernel(
             &shader!("conv2d"),
             "backward_input_strided",
@@ -218,7 +222,12 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
 pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
     let q = params(s);
-    let grid = tiled_grid(s.c_in.div_ceil(TILE_P) * s.k * s.k, s.c_out);
+    let groups = s.c_out.div_ceil(TILE_C) * s.k * s.k;
+    assert!(
+        groups <= 65535,
+        "conv2d: too many output channel blocks × taps for {s:?}"
+    );
+    let grid = [u(s.c_in.div_ceil(TILE_P).div_ceil(BW_WG as usize)), 1, u(groups)];
     p.kernel(
         &shader!("conv2d"),
         "backward_weight",
