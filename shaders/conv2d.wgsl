@@ -18,12 +18,14 @@
 //                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
 //                       z, so the weight loads are uniform across the workgroup (cheap on lavapipe).
 //   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
-//                       in a row, all with the same ix mod s, so they meet the same taps); channel
-//                       block on z. (Stride 1 runs conv_tiled on dy instead.)
+//                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
+//                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
+//                       conv_tiled on dy instead.)
 //   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
-//                       reduction over (N, OH, OW); output-channel block on z, so the dy loads are
-//                       uniform across the workgroup.
+//                       reduction over (N, OH, OW); workgroups of BW_WG over input-channel blocks,
+//                       z = output-channel block × tap, so the dy loads are uniform.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
+// Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 
 struct Params {
     n: u32,       // batch
