@@ -1,0 +1,394 @@
+// 2D convolution (NCHW, square k×k kernel, stride s, zero padding) and its three backward passes.
+//
+//   forward:  y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[n, c, oy·s+ky−pad_t, ox·s+kx−pad_l]
+//   backward: dx[n,c,iy,ix] += Σ_{o,ky,kx : iy = oy·s+ky−pad_t, ix = ox·s+kx−pad_l} dy[n,o,oy,ox] · w[o,c,ky,kx]
+//             dw[o,c,ky,kx] += Σ_{n,oy,ox} dy[n,o,oy,ox] · x[n, c, oy·s+ky−pad_t, ox·s+kx−pad_l]
+//             db[o]         += Σ_{n,oy,ox} dy[n,o,oy,ox]
+//   (taps falling in the padding read zero). Bottom/right padding only enter through OH, OW.
+//
+// Layout: row-major NCHW images, weights (Cout, Cin, k, k) as in PyTorch. The tiled convolution
+// addresses its weights through strides, w_base + o·w_so + c·w_si + ky·w_sy + kx·w_sx, so that the
+// same kernel also runs the stride-1 backward-input pass (a convolution of dy with the flipped,
+// channel-transposed kernel: negative y/x strides, input/output channel strides swapped).
+//
+// Mapping (TILE_C = 16; all tiled kernels accumulate in registers, no barriers, no atomics):
+//   *_naive             one invocation per output element; 1D grid of WG (linear-index idiom).
+//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 4 consecutive
+//                       output pixels of a row, a vec4): per tap 4 input loads feed 4·TILE_C FMAs.
+//                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
+//                       z, so the weight loads are uniform across the workgroup (cheap on lavapipe).
+//   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
+//                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
+//                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
+//                       conv_tiled on dy instead.)
+//   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
+//                       reduction over (N, OH, OW); workgroups of BW_WG over input-channel blocks,
+//                       z = output-channel block × tap, so the dy loads are uniform.
+//   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
+// Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
+
+struct Params {
+    n: u32,       // batch
+    ci: u32,      // input channels (of the convolution this kernel runs)
+    h: u32,       // input height
+    w: u32,       // input width
+    co: u32,      // output channels
+    oh: u32,      // output height
+    ow: u32,      // output width
+    k: u32,       // kernel size
+    stride: u32,
+    pad_t: i32,   // top padding (may be negative for the transposed convolution)
+    pad_l: i32,   // left padding
+    flags: u32,   // bit 0: add bias; bit 1: accumulate into the output (+=) instead of writing
+    w_base: i32,  // weight index = w_base + o·w_so + c·w_si + ky·w_sy + kx·w_sx (tiled conv only)
+    w_so: i32,
+    w_si: i32,
+    w_sy: i32,
+    w_sx: i32,
+    groups: u32,  // tiled kernels: invocations per row (pixel groups)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // (N, Cin, H, W)    conv input
+@group(0) @binding(2) var<storage, read> wt: array<f32>;         // (Cout, Cin, k, k) weights
+@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (Cout)            used if flags bit 0
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;    // (N, Cout, OH, OW) conv output
+@group(0) @binding(5) var<storage, read> dy: array<f32>;         // (N, Cout, OH, OW)
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;   // (N, Cin, H, W)    accumulated
+@group(0) @binding(7) var<storage, read_write> dw: array<f32>;   // (Cout, Cin, k, k) accumulated
+@group(0) @binding(8) var<storage, read_write> db: array<f32>;   // (Cout)            accumulated
+
+const WG: u32 = 64u;
+const TILE_WG: u32 = 64u;
+const BIAS_WG: u32 = 8u;
+const BW_WG: u32 = 16u;   // backward_weight: invocations (blocks of 4 input channels) per workgroup
+const TILE_C: u32 = 16u;  // channels per invocation of the tiled kernels (see TILE_C in src/ops/conv2d.rs)
+const ADD_BIAS: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
+
+// Input coordinate of output coordinate `o` at tap `t`; outside [0, size) means padding.
+fn tap(o: u32, t: u32, pad: i32) -> i32 {
+    return i32(o * params.stride + t) - pad;
+}
+
+// ---- naive: one invocation per output element ------------------------------------------------
+
+@compute @workgroup_size(WG)
+fn forward_naive(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    if (i >= p.n * p.co * p.oh * p.ow) {
+        return;
+    }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let o = (i / (p.ow * p.oh)) % p.co;
+    let n = i / (p.ow * p.oh * p.co);
+    var acc = 0.0;
+    if ((p.flags & ADD_BIAS) != 0u) {
+        acc = bias[o];
+    }
+    for (var c = 0u; c < p.ci; c++) {
+        for (var ky = 0u; ky < p.k; ky++) {
+            let iy = tap(oy, ky, p.pad_t);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.k; kx++) {
+                let ix = tap(ox, kx, p.pad_l);
+                if (ix < 0 || ix >= i32(p.w)) {
+                    continue;
+                }
+                acc += wt[((o * p.ci + c) * p.k + ky) * p.k + kx] * x[((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix)];
+            }
+        }
+    }
+    y[i] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn backward_input_naive(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    if (i >= p.n * p.ci * p.h * p.w) {
+        return;
+    }
+    let ix = i32(i % p.w);
+    let iy = i32((i / p.w) % p.h);
+    let c = (i / (p.w * p.h)) % p.ci;
+    let n = i / (p.w * p.h * p.ci);
+    let s = i32(p.stride);
+    var acc = 0.0;
+    for (var o = 0u; o < p.co; o++) {
+        for (var ky = 0u; ky < p.k; ky++) {
+            // iy = oy·s + ky − pad_t  ⇔  oy = (iy + pad_t − ky) / s, when divisible and in range.
+            let ny = iy + p.pad_t - i32(ky);
+            if (ny < 0 || ny % s != 0 || ny / s >= i32(p.oh)) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.k; kx++) {
+                let nx = ix + p.pad_l - i32(kx);
+                if (nx < 0 || nx % s != 0 || nx / s >= i32(p.ow)) {
+                    continue;
+                }
+                acc += dy[((n * p.co + o) * p.oh + u32(ny / s)) * p.ow + u32(nx / s)] * wt[((o * p.ci + c) * p.k + ky) * p.k + kx];
+            }
+        }
+    }
+    dx[i] += acc;
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_naive(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    if (i >= p.co * p.ci * p.k * p.k) {
+        return;
+    }
+    let kx = i % p.k;
+    let ky = (i / p.k) % p.k;
+    let c = (i / (p.k * p.k)) % p.ci;
+    let o = i / (p.k * p.k * p.ci);
+    var acc = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        for (var oy = 0u; oy < p.oh; oy++) {
+            let iy = tap(oy, ky, p.pad_t);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            for (var ox = 0u; ox < p.ow; ox++) {
+                let ix = tap(ox, kx, p.pad_l);
+                if (ix < 0 || ix >= i32(p.w)) {
+                    continue;
+                }
+                acc += dy[((n * p.co + o) * p.oh + oy) * p.ow + ox] * x[((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix)];
+            }
+        }
+    }
+    dw[i] += acc;
+}
+
+@compute @workgroup_size(BIAS_WG)
+fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = gid.x + gid.y * nwg.x * BIAS_WG;
+    let p = params;
+    if (o >= p.co) {
+        return;
+    }
+    let pixels = p.oh * p.ow;
+    var acc = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        let base = (n * p.co + o) * pixels;
+        for (var q = 0u; q < pixels; q++) {
+            acc += dy[base + q];
+        }
+    }
+    db[o] += acc;
+}
+
+// ---- tiled kernels: TILE_C channels × 4 pixels per invocation -------------------------------
+
+// x[row + ix], or 0 when ix is outside [0, W) or the row is not (`in_y` false: padding). The index
+// is clamped so the load is always in bounds; a negative ix wraps to a large u32.
+fn xat(row: u32, ix: i32, in_y: bool) -> f32 {
+    let u = u32(ix);
+    return select(0.0, x[row + min(u, params.w - 1u)], in_y && u < params.w);
+}
+
+// dy[row + ox], or 0 when ox is outside [0, OW) or the row is not (`in_y` false).
+fn dyat(row: u32, ox: i32, in_y: bool) -> f32 {
+    let u = u32(ox);
+    return select(0.0, dy[row + min(u, params.ow - 1u)], in_y && u < params.ow);
+}
+
+@compute @workgroup_size(TILE_WG)
+fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    if (q >= p.n * p.oh * p.groups) {
+        return;
+    }
+    let n = q / (p.groups * p.oh);
+    let oy = (q / p.groups) % p.oh;
+    let ox0 = (q % p.groups) * 4u;
+    let o0 = wid.z * TILE_C;
+    let s = i32(p.stride);
+    let ix0 = tap(ox0, 0u, p.pad_l);
+    // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
+    // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
+    var wo: array<i32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
+        acc[i] = vec4<f32>(0.0);
+    }
+    // No branch on the padding: the loops stay uniform, so the weight addresses do too.
+    for (var c = 0u; c < p.ci; c++) {
+        let wc = i32(c) * p.w_si;
+        for (var ky = 0u; ky < p.k; ky++) {
+            let iy = u32(tap(oy, ky, p.pad_t));
+            let in_y = iy < p.h;
+            let row = ((n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            for (var kx = 0u; kx < p.k; kx++) {
+                let ix = ix0 + i32(kx);
+                let xv = vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y),
+                                   xat(row, ix + 3 * s, in_y));
+                let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(wt[wo[i] + wk]), xv, acc[i]);
+                }
+            }
+        }
+    }
+    let add_bias = (p.flags & ADD_BIAS) != 0u;
+    let accumulate = (p.flags & ACCUMULATE) != 0u;
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        if (o >= p.co) {
+            break;
+        }
+        let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
+        var v = acc[i];
+        if (add_bias) {
+            v += vec4<f32>(bias[o]);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < p.ow) {
+                if (accumulate) {
+                    y[base + j] += v[j];
+                } else {
+                    y[base + j] = v[j];
+                }
+            }
+        }
+    }
+}
+
+// TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
+// z = channel block · s² + ry · s + rx: all invocations of a workgroup share the residues (ry, rx),
+// hence the taps that hit them (iy + pad_t − ky ≡ 0 mod s), so loops and weight loads are uniform;
+// then oy = iq + (ry + pad_t − ky)/s and ox_j = 4g + j + (rx + pad_l − kx)/s, range-checked on load.
+@compute @workgroup_size(TILE_WG)
+fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    let s = i32(p.stride);
+    let rows = (p.h + p.stride - 1u) / p.stride;
+    if (q >= p.n * rows * p.groups) {
+        return;
+    }
+    let n = q / (p.groups * rows);
+    let iq = i32((q / p.groups) % rows);
+    let g = i32(q % p.groups);
+    let ss = p.stride * p.stride;
+    let ry = i32((wid.z % ss) / p.stride);
+    let rx = i32(wid.z % p.stride);
+    let c0 = (wid.z / ss) * TILE_C;
+    let kk = p.k * p.k;
+    // Index of w[0, c, 0, 0] per input channel, clamped to a real channel.
+    var wc: array<u32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        wc[i] = min(c0 + i, p.ci - 1u) * kk;
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var ky = 0u; ky < p.k; ky++) {
+        let dy_ = ry + p.pad_t - i32(ky);
+        if (dy_ % s != 0) {
+            continue;
+        }
+        let oy = u32(iq + dy_ / s);
+        let in_y = oy < p.oh;
+        for (var kx = 0u; kx < p.k; kx++) {
+            let dx_ = rx + p.pad_l - i32(kx);
+            if (dx_ % s != 0) {
+                continue;
+            }
+            let ox = 4 * g + dx_ / s;
+            for (var o = 0u; o < p.co; o++) {
+                let row = ((n * p.co + o) * p.oh + min(oy, p.oh - 1u)) * p.ow;
+                let dv = vec4<f32>(dyat(row, ox, in_y), dyat(row, ox + 1, in_y), dyat(row, ox + 2, in_y),
+                                   dyat(row, ox + 3, in_y));
+                let wk = o * p.ci * kk + ky * p.k + kx;
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(wt[wc[i] + wk]), dv, acc[i]);
+                }
+            }
+        }
+    }
+    let iy = ry + s * iq;
+    if (iy >= i32(p.h)) {
+        return;
+    }
+    for (var i = 0u; i < TILE_C; i++) {
+        let c = c0 + i;
+        if (c >= p.ci) {
+            break;
+        }
+        let base = ((n * p.ci + c) * p.h + u32(iy)) * p.w;
+        for (var j = 0; j < 4; j++) {
+            let ix = rx + s * (4 * g + j);
+            if (ix < i32(p.w)) {
+                dx[base + u32(ix)] += acc[i][j];
+            }
+        }
+    }
+}
+
+// TILE_C output channels × 4 input channels (c0.. = 4 · invocation) at one tap (ky, kx), summed
+// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. Workgroup z = output
+// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup; ox runs
+// only over the range whose tap lies inside the image.
+@compute @workgroup_size(BW_WG)
+fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let p = params;
+    let c0 = gid.x * 4u;
+    if (c0 >= p.ci) {
+        return;
+    }
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
+    let ky = tk / p.k;
+    let kx = tk % p.k;
+    let o0 = (wid.z / kk) * TILE_C;
+    let hw = p.h * p.w;
+    let ohw = p.oh * p.ow;
+    // Channel offsets, clamped to real channels (extra accumulators are never stored).
+    let cs = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
+    var os: array<u32, TILE_C>;
+    var acc: array<vec4<f32>, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        os[i] = min(o0 + i, p.co - 1u) * ohw;
+        acc[i] = vec4<f32>(0.0);
+    }
+    // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi (likewise for oy).
+    let s = i32(p.stride);
+    let ox_lo = u32(max(0, (p.pad_l - i32(kx) + s - 1) / s));
+    let ox_hi = u32(clamp((i32(p.w) - 1 + p.pad_l - i32(kx) + s) / s, 0, i32(p.ow)));
+    let oy_lo = u32(max(0, (p.pad_t - i32(ky) + s - 1) / s));
+    let oy_hi = u32(clamp((i32(p.h) - 1 + p.pad_t - i32(ky) + s) / s, 0, i32(p.oh)));
+    for (var n = 0u; n < p.n; n++) {
+        for (var oy = oy_lo; oy < oy_hi; oy++) {
+            let xr = n * p.ci * hw + u32(tap(oy, ky, p.pad_t)) * p.w;
+            let dr = n * p.co * ohw + oy * p.ow;
+            for (var ox = ox_lo; ox < ox_hi; ox++) {
+                let xi = xr + u32(tap(ox, kx, p.pad_l));
+                let xv = vec4<f32>(x[xi + cs.x], x[xi + cs.y], x[xi + cs.z], x[xi + cs.w]);
+                for (var i = 0u; i < TILE_C; i++) {
+                    acc[i] = fma(vec4<f32>(dy[dr + ox + os[i]]), xv, acc[i]);
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        for (var j = 0u; j < 4u; j++) {
+            let c = c0 + j;
+            if (o < p.co && c < p.ci) {
+                dw[(o * p.ci + c) * kk + tk] += acc[i][j];
+            }
+        }
+    }
+}

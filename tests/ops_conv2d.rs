@@ -1,0 +1,184 @@
+//! conv2d: GPU kernels (naive and tiled) vs the CPU reference on awkward shapes, gradient
+//! accumulation into prefilled buffers, and the reference backward vs finite differences.
+
+mod common;
+use common::*;
+use ddpm_gpu::ops::conv2d::{self, Conv2d};
+use ddpm_gpu::reference;
+
+/// Relative L2 tolerance of f32 GPU results vs the f64 reference.
+const TOL: f64 = 2e-6;
+/// Finite-difference tolerance of the f64 reference gradients.
+const FD_TOL: f64 = 1e-6;
+
+/// Conv2d from (N, Cin, H, W, Cout, k, stride) and the padding [top, bottom, left, right].
+fn conv([n, c_in, h, w, c_out, k, stride]: [usize; 7], pad: [usize; 4]) -> Conv2d {
+    Conv2d {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        k,
+        stride,
+        pad,
+    }
+}
+
+/// Awkward shapes: batch 1, odd sizes, channel counts not multiples of 4, 1×1, stride 2 with
+/// symmetric and DDPM's asymmetric padding, other kernel sizes and strides, and one shape large
+/// enough to span several workgroups and channel blocks.
+fn shapes() -> Vec<Conv2d> {
+    vec![
+        conv([1, 3, 5, 7, 5, 3, 1], [1, 1, 1, 1]),
+        conv([2, 13, 7, 5, 3, 1, 1], [0, 0, 0, 0]),
+        conv([1, 5, 7, 9, 13, 3, 2], [1, 1, 1, 1]),
+        conv([2, 3, 8, 8, 5, 3, 2], [0, 1, 0, 1]),
+        conv([2, 5, 5, 7, 13, 3, 2], [0, 1, 0, 1]),
+        conv([1, 5, 6, 9, 6, 3, 1], [0, 0, 0, 0]),
+        conv([1, 2, 9, 11, 3, 5, 1], [2, 1, 0, 2]),
+        conv([2, 3, 10, 9, 4, 2, 3], [0, 1, 2, 0]),
+        conv([1, 6, 7, 6, 5, 1, 2], [0, 0, 1, 0]),
+        conv([1, 18, 5, 6, 7, 3, 2], [0, 1, 0, 1]),
+        conv([2, 17, 12, 13, 19, 3, 1], [1, 1, 1, 1]),
+    ]
+}
+
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+    /// Prefilled gradient buffers: the backward kernels must add to them.
+    dx0: Vec<f32>,
+    dw0: Vec<f32>,
+    db0: Vec<f32>,
+}
+
+fn data(s: &Conv2d, seed: u64) -> Data {
+    let xs = s.n * s.c_in * s.h * s.w;
+    let ws = s.c_out * s.c_in * s.k * s.k;
+    let ys = s.n * s.c_out * s.out_h() * s.out_w();
+    Data {
+        x: random(xs, seed),
+        w: random(ws, seed + 1),
+        b: random(s.c_out, seed + 2),
+        dy: random(ys, seed + 3),
+        dx0: random(xs, seed + 4),
+        dw0: random(ws, seed + 5),
+        db0: random(s.c_out, seed + 6),
+    }
+}
+
+fn plus(base: &[f32], add: &[f64]) -> Vec<f64> {
+    base.iter().zip(add).map(|(&a, &g)| a as f64 + g).collect()
+}
+
+type Fwd = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, Option<&Tensor>, &Tensor);
+type BwdIn = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, &Tensor);
+type BwdW = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, &Tensor);
+
+/// Run one variant's forward (with and without bias, into garbage-filled outputs) and backward
+/// passes on every shape and compare with the reference.
+fn check_variant(name: &str, fwd: Fwd, bwd_in: BwdIn, bwd_w: BwdW) {
+    let gpu = gpu();
+    for (i, s) in shapes().iter().enumerate() {
+        let d = data(s, 10 * i as u64);
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let ys = s.n * s.c_out * oh * ow;
+        let tx = gpu.tensor(&[s.n, s.c_in, s.h, s.w], &d.x);
+        let tw = gpu.tensor(&[s.c_out, s.c_in, s.k, s.k], &d.w);
+        let tb = gpu.tensor(&[s.c_out], &d.b);
+        // Forward writes: start from garbage.
+        let ty = gpu.tensor(&[s.n, s.c_out, oh, ow], &random(ys, 99));
+        let ty_nb = gpu.tensor(&[s.n, s.c_out, oh, ow], &random(ys, 98));
+        let tdy = gpu.tensor(&[s.n, s.c_out, oh, ow], &d.dy);
+        let tdx = gpu.tensor(&[s.n, s.c_in, s.h, s.w], &d.dx0);
+        let tdw = gpu.tensor(&[s.c_out, s.c_in, s.k, s.k], &d.dw0);
+        let tdb = gpu.tensor(&[s.c_out], &d.db0);
+        let mut p = Plan::new(&gpu);
+        fwd(&mut p, s, &tx, &tw, Some(&tb), &ty);
+        fwd(&mut p, s, &tx, &tw, None, &ty_nb);
+        bwd_in(&mut p, s, &tdy, &tw, &tdx);
+        bwd_w(&mut p, s, &tx, &tdy, &tdw);
+        conv2d::backward_bias(&mut p, s, &tdy, &tdb);
+        p.run();
+
+        let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
+        let want_y = reference::conv2d::forward(s, &x, &w, Some(&b));
+        let want_y_nb = reference::conv2d::forward(s, &x, &w, None);
+        let (dx, dw, db) = reference::conv2d::backward(s, &x, &w, &dy);
+        let tag = format!("{name} {s:?}");
+        assert_close(&format!("{tag} forward"), &gpu.read(&ty), &want_y, TOL);
+        assert_close(&format!("{tag} forward no bias"), &gpu.read(&ty_nb), &want_y_nb, TOL);
+        assert_close(&format!("{tag} dx"), &gpu.read(&tdx), &plus(&d.dx0, &dx), TOL);
+        assert_close(&format!("{tag} dw"), &gpu.read(&tdw), &plus(&d.dw0, &dw), TOL);
+        assert_close(&format!("{tag} db"), &gpu.read(&tdb), &plus(&d.db0, &db), TOL);
+    }
+}
+
+#[test]
+fn naive_kernels_match_reference() {
+    check_variant(
+        "naive",
+        conv2d::forward_naive,
+        conv2d::backward_input_naive,
+        conv2d::backward_weight_naive,
+    );
+}
+
+#[test]
+fn tiled_kernels_match_reference() {
+    check_variant(
+        "tiled",
+        conv2d::forward,
+        conv2d::backward_input,
+        conv2d::backward_weight,
+    );
+}
+
+/// Running the backward passes twice adds the gradient twice (accumulation, not overwrite).
+#[test]
+fn backward_accumulates_across_runs() {
+    let gpu = gpu();
+    let s = conv([2, 5, 6, 7, 6, 3, 1], [1, 1, 1, 1]);
+    let d = data(&s, 500);
+    let tx = gpu.tensor(&[s.n, s.c_in, s.h, s.w], &d.x);
+    let tw = gpu.tensor(&[s.c_out, s.c_in, 3, 3], &d.w);
+    let tdy = gpu.tensor(&[s.n, s.c_out, s.out_h(), s.out_w()], &d.dy);
+    let tdx = gpu.tensor(&[s.n, s.c_in, s.h, s.w], &d.dx0);
+    let tdw = gpu.tensor(&[s.c_out, s.c_in, 3, 3], &d.dw0);
+    let tdb = gpu.tensor(&[s.c_out], &d.db0);
+    let mut p = Plan::new(&gpu);
+    conv2d::backward_input(&mut p, &s, &tdy, &tw, &tdx);
+    conv2d::backward_weight(&mut p, &s, &tx, &tdy, &tdw);
+    conv2d::backward_bias(&mut p, &s, &tdy, &tdb);
+    p.run();
+    p.run();
+    let (dx, dw, db) = reference::conv2d::backward(&s, &to_f64(&d.x), &to_f64(&d.w), &to_f64(&d.dy));
+    let twice = |v: &[f64]| v.iter().map(|g| 2.0 * g).collect::<Vec<_>>();
+    assert_close("dx after two runs", &gpu.read(&tdx), &plus(&d.dx0, &twice(&dx)), TOL);
+    assert_close("dw after two runs", &gpu.read(&tdw), &plus(&d.dw0, &twice(&dw)), TOL);
+    assert_close("db after two runs", &gpu.read(&tdb), &plus(&d.db0, &twice(&db)), TOL);
+}
+
+#[test]
+fn reference_backward_matches_finite_differences() {
+    let cases = [
+        conv([2, 3, 5, 7, 4, 3, 1], [1, 1, 1, 1]),
+        conv([1, 3, 7, 6, 5, 3, 2], [0, 1, 0, 1]),
+        conv([2, 5, 4, 5, 3, 1, 1], [0, 0, 0, 0]),
+        conv([1, 2, 7, 8, 3, 2, 3], [0, 1, 2, 0]),
+    ];
+    for (i, s) in cases.iter().enumerate() {
+        let d = data(s, 1000 + 10 * i as u64);
+        let (x, w, b, r) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
+        let (dx, dw, db) = reference::conv2d::backward(s, &x, &w, &r);
+        let fx = |x: &[f64]| dot(&reference::conv2d::forward(s, x, &w, Some(&b)), &r);
+        let fw = |w: &[f64]| dot(&reference::conv2d::forward(s, &x, w, Some(&b)), &r);
+        let fb = |b: &[f64]| dot(&reference::conv2d::forward(s, &x, &w, Some(b)), &r);
+        check_grad(&format!("{s:?} dx"), &fx, &x, &dx, 60, FD_TOL);
+        check_grad(&format!("{s:?} dw"), &fw, &w, &dw, 60, FD_TOL);
+        check_grad(&format!("{s:?} db"), &fb, &b, &db, 60, FD_TOL);
+    }
+}
