@@ -16,9 +16,11 @@
 //   (barriers are emulated and slow on CPU Vulkan drivers; several outputs per invocation are not).
 // - `tile_nn`, `tile_tn`, `tile_nt`, `tile_tt` (t = that operand is transposed): like `blocked`,
 //   but every operand is read as vec4 along its contiguous dimension, 4×4 tiles at a time, and
-//   the 4×4 block product is a mat4x4 product. They need every offset, stride and row stride
-//   of A and B to be a multiple of 4 (checked on the Rust side). A k-tail (K mod 4 ≠ 0) is read
-//   as one more tile whose entries beyond K are zeroed with `select`.
+//   the 4×4 block product is a mat4x4 product, and C rows are stored as vec4 (every load and
+//   store on a CPU driver is a loop over the SIMD lanes: a vec4 access costs about what a scalar
+//   one does). They need every offset, stride and row stride of A, B and C to be a multiple
+//   of 4 (checked on the Rust side). A k-tail (K mod 4 ≠ 0) is read as one more tile whose
+//   entries beyond K are zeroed with `select`.
 // - `fill`: c[offset_c + i] = alpha for i < n (zeroing scratch buffers). grid_1d, workgroup 256.
 // Rows and columns past m and n are never stored; `naive`/`blocked` clamp their loads into the
 // matrix, `tile_*` read the rest of the last 4-wide tile (inside the row stride, or made safe by
@@ -53,6 +55,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;        // C (batch, m, ldc) from offset_c
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;       // A as vec4 (tile_* only)
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;       // B as vec4 (tile_* only)
+@group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>; // C as vec4 (tile_* only)
 
 const NAIVE_X: u32 = 16u;
 const NAIVE_Y: u32 = 4u;
@@ -175,6 +178,32 @@ fn b_tile(p: u32, s: u32, trans: bool, kmask: vec4<bool>) -> mat4x4<f32> {
     );
 }
 
+// acc[q][r] is C[i0 + r, j0 + q], stored a row of 4 at a time (one component at a time past n).
+fn store_block4(z: u32, i0: u32, j0: u32, acc: mat4x4<f32>) {
+    let rows = transpose(acc);
+    for (var r = 0u; r < 4u; r++) {
+        if (i0 + r < params.m) {
+            let p = (params.offset_c + z * params.stride_c + (i0 + r) * params.ldc + j0) / 4u;
+            let v = params.alpha * rows[r];
+            if (j0 + 3u < params.n) {
+                if (params.accumulate != 0u) {
+                    c4[p] += v;
+                } else {
+                    c4[p] = v;
+                }
+            } else {
+                for (var q = 0u; j0 + q < params.n; q++) {
+                    if (params.accumulate != 0u) {
+                        c4[p][q] += v[q];
+                    } else {
+                        c4[p][q] = v[q];
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Shared body of the tile_* entry points; `ta`/`tb` are constants after inlining.
 fn tile(gid: vec3<u32>, ta: bool, tb: bool) {
     let i0 = gid.y * 4u;
@@ -212,7 +241,7 @@ fn tile(gid: vec3<u32>, ta: bool, tb: bool) {
             acc += a_tile(pa, sa, ta, tail) * b_tile(pb, sb, tb, tail);
         }
     }
-    store_block(z0, i0, j0, acc);
+    store_block4(z0, i0, j0, acc);
 }
 
 @compute @workgroup_size(TILE_X, TILE_Y)

@@ -7,7 +7,7 @@ use ddpm_gpu::ops::matmul::{fill, matmul, matmul_ext, vec4_ok, Extra, Matmul, Va
 use ddpm_gpu::{ops, reference};
 
 /// f32 products of length ≤ 130 against the f64 reference.
-const TOL: f64 = 1e-5;
+const TOL: f64 = 1e-6;
 const FD_TOL: f64 = 1e-6;
 
 /// Pad a row width: + 3 (odd strides) for the scalar kernels, up to a multiple of 4 plus 4 for
@@ -77,7 +77,11 @@ fn check(c: &Case, variant: Option<Variant>, seed: u64) -> f64 {
     let (a, b, c0) = (random(na, seed), random(nb, seed + 1), random(nc, seed + 2));
     let (ta, tb, tc) = (gpu.tensor(&[na], &a), gpu.tensor(&[nb], &b), gpu.tensor(&[nc], &c0));
     if variant == Some(Variant::Vec4) {
-        assert!(vec4_ok(&c.s, &c.e, &ta, &tb), "test layout not vec4-aligned: {:?}", c.s);
+        assert!(
+            vec4_ok(&c.s, &c.e, &ta, &tb, &tc),
+            "test layout not vec4-aligned: {:?}",
+            c.s
+        );
     }
     let mut p = Plan::new(&gpu);
     matmul_ext(&mut p, &c.s, &c.e, variant, &ta, &tb, &tc);

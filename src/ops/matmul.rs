@@ -122,18 +122,23 @@ pub fn matmul(p: &mut Plan, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) {
     matmul_ext(p, s, &Extra::default(), None, a, b, c);
 }
 
-/// Can [`Variant::Vec4`] run this product? Every offset, batch stride and row stride of A and B
-/// (and their tensors' lengths) must be a multiple of 4, so that all vec4 loads are aligned.
-pub fn vec4_ok(s: &Matmul, e: &Extra, a: &Tensor, b: &Tensor) -> bool {
+/// Can [`Variant::Vec4`] run this product? Every offset, batch stride and row stride of A, B
+/// and C (and their tensors' lengths) must be a multiple of 4, so that all vec4 accesses are
+/// aligned.
+pub fn vec4_ok(s: &Matmul, e: &Extra, a: &Tensor, b: &Tensor, c: &Tensor) -> bool {
     [
         s.lda,
         s.ldb,
+        s.ldc,
         s.stride_a,
         s.stride_b,
+        s.stride_c,
         e.offset_a,
         e.offset_b,
+        e.offset_c,
         a.len(),
         b.len(),
+        c.len(),
     ]
     .iter()
     .all(|v| v.is_multiple_of(4))
@@ -195,7 +200,7 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
         alpha: s.alpha,
         sum_batch: e.sum_batch as u32,
     };
-    let variant = variant.unwrap_or(if vec4_ok(s, e, a, b) {
+    let variant = variant.unwrap_or(if vec4_ok(s, e, a, b, c) {
         Variant::Vec4
     } else {
         Variant::Blocked
@@ -214,7 +219,7 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
             p.kernel(&shader, "blocked", &params, &[(1, a), (2, b), (3, c)], wg);
         }
         Variant::Vec4 => {
-            assert!(vec4_ok(s, e, a, b), "matmul: layout not vec4-aligned: {s:?}, {e:?}");
+            assert!(vec4_ok(s, e, a, b, c), "matmul: layout not vec4-aligned: {s:?}, {e:?}");
             let entry = match (s.trans_a, s.trans_b) {
                 (false, false) => "tile_nn",
                 (true, false) => "tile_tn",
@@ -222,7 +227,7 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
                 (true, true) => "tile_tt",
             };
             let wg = [groups(s.n, TILE), groups(s.m, TILE), z];
-            p.kernel(&shader, entry, &params, &[(4, a), (5, b), (3, c)], wg);
+            p.kernel(&shader, entry, &params, &[(4, a), (5, b), (6, c)], wg);
         }
     }
 }
