@@ -50,12 +50,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;              // A, see strides above
-@group(0) @binding(2) var<storage, read> b: array<f32>;              // B
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;        // C (batch, m, ldc) from offset_c
-@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;       // A as vec4 (tile_* only)
-@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;       // B as vec4 (tile_* only)
-@group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>; // C as vec4 (tile_* only)
+@group(0) @binding(1) var<storage, read> a: array<f32>;              // (batch, m×k or k×m) at offset_a, strides above
+@group(0) @binding(2) var<storage, read> b: array<f32>;              // (batch, k×n or n×k) at offset_b
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;        // (batch, m, ldc) at offset_c
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;       // a as vec4 (tile_* only)
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;       // b as vec4 (tile_* only)
+@group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>; // c as vec4 (tile_* only)
 
 const NAIVE_X: u32 = 16u;
 const NAIVE_Y: u32 = 4u;
