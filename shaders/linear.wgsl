@@ -1,13 +1,13 @@
-// Bias of a linear layer (and of any per-channel bias), forward and backward.
+// Gradient of a per-channel bias (nn.Linear's b, or any channel bias). The forward bias is
+// added by the matmul's epilogue (shaders/matmul.wgsl, bias_mode).
 //
-//   bias_add:  y[o, c, i] += b[c]                      (y = x·wᵀ + b after the matmul)
-//   bias_grad: db[c] += Σ_o Σ_i dy[o, c, i]            (∂L/∂b)
+//   bias_grad: db[c] += Σ_o Σ_i dy[o, c, i]            (∂L/∂b of y[o, c, i] = … + b[c])
 //
-// Layout: y and dy are (outer, channels, inner) row-major; nn.Linear is (rows, out, 1), an image
-// (N, C, H·W). b and db are (channels).
-// Mapping: bias_add one invocation per element of y; bias_grad one invocation per channel, a
-// serial sum over outer × inner (no atomics, no barriers). Workgroups of 64 over x and y of the
-// dispatch grid (grid_1d), linear index = gid.x + gid.y · (num_workgroups.x · 64).
+// Layout: dy is (outer, channels, inner) row-major; nn.Linear is (rows, out, 1), an image
+// (N, C, H·W). db is (channels).
+// Mapping: one invocation per channel, a serial sum over outer × inner (no atomics, no
+// barriers). Workgroups of 64 over x and y of the dispatch grid (grid_1d), linear index =
+// gid.x + gid.y · (num_workgroups.x · 64).
 
 struct Params {
     outer: u32,
@@ -16,21 +16,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> b: array<f32>;          // (channels)
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;    // (outer, channels, inner)
 @group(0) @binding(3) var<storage, read> dy: array<f32>;         // (outer, channels, inner)
 @group(0) @binding(4) var<storage, read_write> db: array<f32>;   // (channels)  accumulated
 
 const WG: u32 = 64u;
-
-@compute @workgroup_size(WG)
-fn bias_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    if (idx >= params.outer * params.channels * params.inner) {
-        return;
-    }
-    y[idx] += b[(idx / params.inner) % params.channels];
-}
 
 @compute @workgroup_size(WG)
 fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -9,7 +9,10 @@
 // the batch items are summed into one C (z runs inside the kernel): Σ_z op(A[z])·op(B[z]), the
 // weight gradient of a layer applied to every item of a batch.
 //
-// Entry points (all write C with alpha and accumulate as above):
+// Optional bias epilogue: bias_mode 1 adds bias[j] (per column: nn.Linear), 2 adds bias[i] (per
+// row: a channel bias of an image-layout output), after alpha: C = alpha·AB + bias (or C += …).
+//
+// Entry points (all write C with alpha, bias and accumulate as above):
 // - `naive`: one invocation per C element, a plain dot product. Workgroup 16×4 over (j, i).
 // - `blocked`: one invocation per 4×4 block of C, scalar loads, any strides. Workgroup 8×8 over
 //   (j-block, i-block), i.e. a 32×32 tile of C per workgroup; no workgroup memory, no barriers
@@ -47,6 +50,7 @@ struct Params {
     accumulate: u32,  // 0: C = alpha·AB, 1: C += alpha·AB
     alpha: f32,
     sum_batch: u32,
+    bias_mode: u32,   // 0: none, 1: + bias[j], 2: + bias[i]
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -56,6 +60,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;       // a as vec4 (tile_* only)
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;       // b as vec4 (tile_* only)
 @group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>; // c as vec4 (tile_* only)
+@group(0) @binding(7) var<storage, read> bias: array<f32>;           // (n) or (m); any tensor if unused
 
 const NAIVE_X: u32 = 16u;
 const NAIVE_Y: u32 = 4u;
@@ -72,13 +77,19 @@ fn batch_first(gz: u32) -> u32 {
     return select(gz, 0u, params.sum_batch != 0u);
 }
 
-fn store(z: u32, i: u32, j: u32, v: f32) {
+fn store(z: u32, i: u32, j: u32, acc: f32) {
     if (i < params.m && j < params.n) {
         let ci = params.offset_c + z * params.stride_c + i * params.ldc + j;
+        var v = params.alpha * acc;
+        if (params.bias_mode == 1u) {
+            v += bias[j];
+        } else if (params.bias_mode == 2u) {
+            v += bias[i];
+        }
         if (params.accumulate != 0u) {
-            c[ci] += params.alpha * v;
+            c[ci] += v;
         } else {
-            c[ci] = params.alpha * v;
+            c[ci] = v;
         }
     }
 }
@@ -181,10 +192,18 @@ fn b_tile(p: u32, s: u32, trans: bool, kmask: vec4<bool>) -> mat4x4<f32> {
 // acc[q][r] is C[i0 + r, j0 + q], stored a row of 4 at a time (one component at a time past n).
 fn store_block4(z: u32, i0: u32, j0: u32, acc: mat4x4<f32>) {
     let rows = transpose(acc);
+    var bias_j = vec4<f32>(0.0);
+    if (params.bias_mode == 1u) {
+        let last = params.n - 1u;
+        bias_j = vec4<f32>(bias[min(j0, last)], bias[min(j0 + 1u, last)], bias[min(j0 + 2u, last)], bias[min(j0 + 3u, last)]);
+    }
     for (var r = 0u; r < 4u; r++) {
         if (i0 + r < params.m) {
             let p = (params.offset_c + z * params.stride_c + (i0 + r) * params.ldc + j0) / 4u;
-            let v = params.alpha * rows[r];
+            var v = params.alpha * rows[r] + bias_j;
+            if (params.bias_mode == 2u) {
+                v += vec4<f32>(bias[i0 + r]);
+            }
             if (j0 + 3u < params.n) {
                 if (params.accumulate != 0u) {
                     c4[p] += v;

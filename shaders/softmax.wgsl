@@ -38,13 +38,12 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     var sum = 0.0;
     for (var j = 0u; j < params.cols; j++) {
-        let e = exp(s * x[base + j] - m);
-        y[base + j] = e;
-        sum += e;
+        sum += exp(s * x[base + j] - m);
     }
+    // exp is recomputed rather than stored and rescaled: a memory access costs more here.
     let inv = 1.0 / sum;
     for (var j = 0u; j < params.cols; j++) {
-        y[base + j] *= inv;
+        y[base + j] = exp(s * x[base + j] - m) * inv;
     }
 }
 

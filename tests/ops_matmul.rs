@@ -22,11 +22,14 @@ fn padded(width: usize, vec4: bool) -> usize {
 
 struct Case {
     s: Matmul,
-    e: Extra,
+    /// Offsets and batch summation (the bias tensor is made by `check`).
+    e: Extra<'static>,
+    /// 0: no bias, 1: per column (n values), 2: per row (m values).
+    bias: usize,
 }
 
 /// A product of the given shape and transposes with padded row strides; `variety` picks
-/// broadcasting, offsets, accumulation and alpha.
+/// broadcasting, offsets, accumulation, alpha and bias.
 fn case((batch, m, k, n): (usize, usize, usize, usize), ta: bool, tb: bool, vec4: bool, variety: usize) -> Case {
     let (rows_a, cols_a) = if ta { (k, m) } else { (m, k) };
     let (rows_b, cols_b) = if tb { (n, k) } else { (k, n) };
@@ -52,9 +55,13 @@ fn case((batch, m, k, n): (usize, usize, usize, usize), ta: bool, tb: bool, vec4
         offset_a: off,
         offset_b: 2 * off,
         offset_c: off,
-        sum_batch: false,
+        ..Extra::default()
     };
-    Case { s, e }
+    Case {
+        s,
+        e,
+        bias: (variety / 2) % 3,
+    }
 }
 
 /// Elements needed by each operand, rounded up to a multiple of 4.
@@ -76,20 +83,29 @@ fn check(c: &Case, variant: Option<Variant>, seed: u64) -> f64 {
     let (na, nb, nc) = sizes(c);
     let (a, b, c0) = (random(na, seed), random(nb, seed + 1), random(nc, seed + 2));
     let (ta, tb, tc) = (gpu.tensor(&[na], &a), gpu.tensor(&[nb], &b), gpu.tensor(&[nc], &c0));
+    let bias = random(if c.bias == 2 { c.s.m } else { c.s.n }, seed + 3);
+    let tbias = gpu.tensor(&[bias.len()], &bias);
+    let e = Extra {
+        bias: (c.bias > 0).then_some(&tbias),
+        bias_per_row: c.bias == 2,
+        ..c.e
+    };
     if variant == Some(Variant::Vec4) {
         assert!(
-            vec4_ok(&c.s, &c.e, &ta, &tb, &tc),
+            vec4_ok(&c.s, &e, &ta, &tb, &tc),
             "test layout not vec4-aligned: {:?}",
             c.s
         );
     }
     let mut p = Plan::new(&gpu);
-    matmul_ext(&mut p, &c.s, &c.e, variant, &ta, &tb, &tc);
+    matmul_ext(&mut p, &c.s, &e, variant, &ta, &tb, &tc);
     p.run();
     let mut want = to_f64(&c0);
-    reference::matmul::matmul_ext(&c.s, &c.e, &to_f64(&a), &to_f64(&b), &mut want);
+    let bias64 = to_f64(&bias);
+    let bias_ref = (c.bias > 0).then_some(&bias64[..]);
+    reference::matmul::matmul_ext(&c.s, &e, bias_ref, &to_f64(&a), &to_f64(&b), &mut want);
     let got = gpu.read(&tc);
-    let what = format!("matmul {variant:?} {:?} {:?}", c.s, c.e);
+    let what = format!("matmul {variant:?} {:?} {:?} bias mode {}", c.s, c.e, c.bias);
     assert_close(&what, &got, &want, TOL);
     rel_l2(&got, &want)
 }

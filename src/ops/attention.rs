@@ -17,7 +17,7 @@
 //!   for (q, Wq, bq) etc.: dbq = Σ dq,  dWq = Σ_b dq[b]ᵀ·x[b]ᵀ,  dx[b] += Wqᵀ·dq[b]ᵀ
 
 use crate::gpu::{Gpu, Plan, Tensor};
-use crate::ops::linear::{add_bias, bias_backward};
+use crate::ops::linear::bias_backward;
 use crate::ops::matmul::{fill, matmul, matmul_ext, Extra, Matmul};
 use crate::ops::softmax;
 
@@ -185,7 +185,7 @@ fn head_product(p: &mut Plan, s: &Attention, hp: HeadProduct, a: &Tensor, b: &Te
         offset_a: hp.a.2,
         offset_b: hp.b.2,
         offset_c: hp.c.2,
-        sum_batch: false,
+        ..Extra::default()
     };
     matmul_ext(p, &spec, &e, None, a, b, c);
 }
@@ -199,8 +199,11 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
     let att = (t, heads * t * t); // of (B, heads, T, T)
     let proj = project_spec(s);
     for (wt, bias, out) in [(w.wq, w.bq, &buf.q), (w.wk, w.bk, &buf.k), (w.wv, w.bv, &buf.v)] {
-        matmul(p, &proj, x, wt, out);
-        add_bias(p, b * t, c, 1, bias, out);
+        let e = Extra {
+            bias: Some(bias),
+            ..Extra::default()
+        };
+        matmul_ext(p, &proj, &e, None, x, wt, out);
     }
     for h in 0..heads {
         // S_h = q_h·k_hᵀ
@@ -242,8 +245,12 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
         stride_b: t * c,
         ..Matmul::new(b, c, c, t)
     };
-    matmul(p, &out, w.wo, &buf.o, y);
-    add_bias(p, b, c, t, w.bo, y);
+    let e = Extra {
+        bias: Some(w.bo),
+        bias_per_row: true,
+        ..Extra::default()
+    };
+    matmul_ext(p, &out, &e, None, w.wo, &buf.o, y);
 }
 
 /// dx and all eight weight gradients `+=` for the output gradient dy (B, C, T). Needs the

@@ -1,9 +1,10 @@
 //! Linear layer, PyTorch `nn.Linear`: y (rows, out) = x (rows, in) · wᵀ + b, w (out, in), b (out).
-//! The products are [`crate::ops::matmul`]; the bias kernels are `shaders/linear.wgsl` (also used
-//! for per-channel biases of other layouts, see [`add_bias`]). Reference: `src/reference/linear.rs`.
+//! The products are [`crate::ops::matmul`] (the bias is its epilogue); the bias gradient kernel is
+//! `shaders/linear.wgsl` (for any channel bias, see [`bias_backward`]). Reference:
+//! `src/reference/linear.rs`.
 
 use crate::gpu::{grid_1d, Plan, Tensor};
-use crate::ops::matmul::{matmul, Matmul};
+use crate::ops::matmul::{matmul, matmul_ext, Extra, Matmul};
 use crate::shader;
 
 #[repr(C)]
@@ -15,29 +16,6 @@ struct Params {
 }
 
 const WG: u32 = 64;
-
-/// y[o, c, i] += b[c] for y (outer, channels, inner).
-pub fn add_bias(p: &mut Plan, outer: usize, channels: usize, inner: usize, b: &Tensor, y: &Tensor) {
-    assert_eq!(
-        b.len(),
-        channels,
-        "add_bias: bias of {} values for {channels} channels",
-        b.len()
-    );
-    assert_eq!(y.len(), outer * channels * inner, "add_bias: y has {} values", y.len());
-    let params = Params {
-        outer: outer as u32,
-        channels: channels as u32,
-        inner: inner as u32,
-    };
-    p.kernel(
-        &shader!("linear"),
-        "bias_add",
-        &params,
-        &[(1, b), (2, y)],
-        grid_1d(y.len(), WG),
-    );
-}
 
 /// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner).
 pub fn bias_backward(p: &mut Plan, outer: usize, channels: usize, inner: usize, dy: &Tensor, db: &Tensor) {
@@ -87,10 +65,11 @@ pub fn forward(
         ldb: in_f,
         ..Matmul::new(1, rows, in_f, out_f)
     };
-    matmul(p, &s, x, w, y);
-    if let Some(b) = b {
-        add_bias(p, rows, out_f, 1, b, y);
-    }
+    let e = Extra {
+        bias: b,
+        ..Extra::default()
+    };
+    matmul_ext(p, &s, &e, None, x, w, y);
 }
 
 /// dx += dy · w, dw += dyᵀ · x, db += Σ_rows dy.

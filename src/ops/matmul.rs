@@ -71,14 +71,19 @@ impl Matmul {
 }
 
 /// What [`matmul_ext`] adds to [`Matmul`]: element offsets of the first batch item inside the
-/// bound tensors (views need aligned byte offsets, these do not), and summing over the batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Extra {
+/// bound tensors (views need aligned byte offsets, these do not), summing over the batch, and a
+/// bias added to every product: C = alpha·op(A)·op(B) + bias (or C += …).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
     pub offset_a: usize,
     pub offset_b: usize,
     pub offset_c: usize,
     /// C = alpha·Σ_z op(A[z])·op(B[z]) (one C; stride_c unused): weight gradients over a batch.
     pub sum_batch: bool,
+    /// A bias of n values added along each row (bias[j], as nn.Linear), or with `bias_per_row`
+    /// of m values, one per row (bias[i], a channel bias of an image-layout output).
+    pub bias: Option<&'a Tensor>,
+    pub bias_per_row: bool,
 }
 
 /// Which kernel records the product.
@@ -110,6 +115,7 @@ struct Params {
     accumulate: u32,
     alpha: f32,
     sum_batch: u32,
+    bias_mode: u32,
 }
 
 /// Workgroup sizes of `shaders/matmul.wgsl`.
@@ -199,7 +205,18 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
         accumulate: s.accumulate as u32,
         alpha: s.alpha,
         sum_batch: e.sum_batch as u32,
+        bias_mode: match (e.bias, e.bias_per_row) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        },
     };
+    if let Some(bias) = e.bias {
+        let want = if e.bias_per_row { s.m } else { s.n };
+        assert_eq!(bias.len(), want, "matmul: bias of {} values, want {want}", bias.len());
+    }
+    // Entry points that never add a bias still declare its binding: bind A again then.
+    let bias = e.bias.unwrap_or(a);
     let variant = variant.unwrap_or(if vec4_ok(s, e, a, b, c) {
         Variant::Vec4
     } else {
@@ -212,11 +229,11 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
     match variant {
         Variant::Naive => {
             let wg = [groups(s.n, NAIVE.0), groups(s.m, NAIVE.1), z];
-            p.kernel(&shader, "naive", &params, &[(1, a), (2, b), (3, c)], wg);
+            p.kernel(&shader, "naive", &params, &[(1, a), (2, b), (3, c), (7, bias)], wg);
         }
         Variant::Blocked => {
             let wg = [groups(s.n, TILE), groups(s.m, TILE), z];
-            p.kernel(&shader, "blocked", &params, &[(1, a), (2, b), (3, c)], wg);
+            p.kernel(&shader, "blocked", &params, &[(1, a), (2, b), (3, c), (7, bias)], wg);
         }
         Variant::Vec4 => {
             assert!(vec4_ok(s, e, a, b, c), "matmul: layout not vec4-aligned: {s:?}, {e:?}");
@@ -227,7 +244,7 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
                 (true, true) => "tile_tt",
             };
             let wg = [groups(s.n, TILE), groups(s.m, TILE), z];
-            p.kernel(&shader, entry, &params, &[(4, a), (5, b), (6, c)], wg);
+            p.kernel(&shader, entry, &params, &[(4, a), (5, b), (6, c), (7, bias)], wg);
         }
     }
 }

@@ -4,11 +4,12 @@ use crate::ops::matmul::{Extra, Matmul};
 
 /// C[z] = alpha · op(A[z]) · op(B[z]) (or `+=` when `s.accumulate`), in place on `c`.
 pub fn matmul(s: &Matmul, a: &[f64], b: &[f64], c: &mut [f64]) {
-    matmul_ext(s, &Extra::default(), a, b, c);
+    matmul_ext(s, &Extra::default(), None, a, b, c);
 }
 
-/// [`matmul`] with element offsets and, with `e.sum_batch`, all batch items summed into one C.
-pub fn matmul_ext(s: &Matmul, e: &Extra, a: &[f64], b: &[f64], c: &mut [f64]) {
+/// [`matmul`] with element offsets, with `e.sum_batch` all batch items summed into one C, and
+/// `bias` (values of `e.bias`, n of them, or m with `e.bias_per_row`) added after alpha.
+pub fn matmul_ext(s: &Matmul, e: &Extra, bias: Option<&[f64]>, a: &[f64], b: &[f64], c: &mut [f64]) {
     let op_a = |z: usize, i: usize, k: usize| {
         let base = e.offset_a + z * s.stride_a;
         if s.trans_a {
@@ -37,7 +38,8 @@ pub fn matmul_ext(s: &Matmul, e: &Extra, a: &[f64], b: &[f64], c: &mut [f64]) {
                     }
                 }
                 let ci = e.offset_c + zc * s.stride_c + i * s.ldc + j;
-                let v = s.alpha as f64 * sum;
+                let bias = bias.map_or(0.0, |v| if e.bias_per_row { v[i] } else { v[j] });
+                let v = s.alpha as f64 * sum + bias;
                 c[ci] = if s.accumulate { c[ci] + v } else { v };
             }
         }
