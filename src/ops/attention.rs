@@ -1,1 +1,378 @@
-//! attention (not yet written).
+//! Self-attention block of the DDPM U-Net: diffusers' `Attention` inside `UNet2DModel`
+//! (AttnDownBlock2D etc.), WITHOUT its group norm and WITHOUT the residual add (the U-Net does
+//! those). Reference: `src/reference/attention.rs`.
+//!
+//! x (B, C, T) with T = H·W tokens, weights in PyTorch layout (C, C) = (out, in):
+//!   q = xᵀ·Wqᵀ + bq, k = xᵀ·Wkᵀ + bk, v = xᵀ·Wvᵀ + bv           each (B, T, C)
+//!   per head h (heads·d = C, columns h·d..(h+1)·d):
+//!     P_h = softmax(q_h·k_hᵀ / √d)  (B, heads, T, T),   o_h = P_h·v_h
+//!   y = (o·Woᵀ + bo)ᵀ                                          (B, C, T)
+//! (diffusers: to_q, to_k, to_v, to_out.0). No transpose kernel: the image↔token transposes are
+//! folded into the strides of the products, heads into element offsets (`matmul_ext`).
+//!
+//! Backward, with S_h = q_h·k_hᵀ (before the 1/√d of the softmax):
+//!   dbo = Σ dy,  dWo = Σ_b dy[b]·o[b],  do = dyᵀ·Wo
+//!   dP_h = do_h·v_hᵀ,  dv_h = P_hᵀ·do_h,  dS_h = softmax'(dP_h) (includes 1/√d)
+//!   dq_h = dS_h·k_h,  dk_h = dS_hᵀ·q_h
+//!   for (q, Wq, bq) etc.: dbq = Σ dq,  dWq = Σ_b dq[b]ᵀ·x[b]ᵀ,  dx[b] += Wqᵀ·dq[b]ᵀ
+
+use crate::gpu::{Gpu, Plan, Tensor};
+use crate::ops::linear::bias_backward;
+use crate::ops::matmul::{fill, matmul, matmul_ext, Extra, Matmul};
+use crate::ops::softmax;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub batch: usize,
+    pub channels: usize,
+    pub tokens: usize,
+    pub heads: usize,
+}
+
+impl Attention {
+    /// Channels per head.
+    pub fn head_dim(&self) -> usize {
+        assert!(
+            self.heads > 0 && self.channels.is_multiple_of(self.heads),
+            "attention: {} channels do not split into {} heads",
+            self.channels,
+            self.heads
+        );
+        self.channels / self.heads
+    }
+
+    /// The softmax scale 1/√d.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim() as f32).sqrt()
+    }
+
+    /// FLOPs of the forward products (4 projections, scores, P·v).
+    pub fn flops(&self) -> f64 {
+        let (b, c, t) = (self.batch as f64, self.channels as f64, self.tokens as f64);
+        2.0 * b * (4.0 * t * c * c + 2.0 * t * t * c)
+    }
+}
+
+/// The eight parameters (and, for the backward, their gradients): w* (C, C), b* (C).
+pub struct AttentionWeights<'a> {
+    pub wq: &'a Tensor,
+    pub bq: &'a Tensor,
+    pub wk: &'a Tensor,
+    pub bk: &'a Tensor,
+    pub wv: &'a Tensor,
+    pub bv: &'a Tensor,
+    pub wo: &'a Tensor,
+    pub bo: &'a Tensor,
+}
+
+/// Activations saved by the forward (q, k, v, probs, o) and backward scratch, allocated once.
+pub struct AttentionBuffers {
+    /// (B, T, C) each.
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    /// Softmax output P (B, heads, T, T).
+    pub probs: Tensor,
+    /// P·v (B, T, C).
+    pub o: Tensor,
+    /// (B, heads, T, T): scores S in the forward, dP in the backward.
+    scores: Tensor,
+    /// (B, heads, T, T): dS.
+    d_scores: Tensor,
+    /// (B, T, C) each.
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    d_o: Tensor,
+}
+
+impl AttentionBuffers {
+    pub fn new(gpu: &Gpu, s: &Attention) -> AttentionBuffers {
+        s.head_dim();
+        let tok = [s.batch, s.tokens, s.channels];
+        let att = [s.batch, s.heads, s.tokens, s.tokens];
+        AttentionBuffers {
+            q: gpu.zeros(&tok),
+            k: gpu.zeros(&tok),
+            v: gpu.zeros(&tok),
+            probs: gpu.zeros(&att),
+            o: gpu.zeros(&tok),
+            scores: gpu.zeros(&att),
+            d_scores: gpu.zeros(&att),
+            dq: gpu.zeros(&tok),
+            dk: gpu.zeros(&tok),
+            dv: gpu.zeros(&tok),
+            d_o: gpu.zeros(&tok),
+        }
+    }
+}
+
+fn check(s: &Attention, x: &Tensor, w: &AttentionWeights, what: &str) {
+    let (c, n) = (s.channels, s.batch * s.channels * s.tokens);
+    assert_eq!(
+        x.len(),
+        n,
+        "attention {what}: x has {} values, want (B, C, T) = {n}",
+        x.len()
+    );
+    for (t, len) in [
+        (w.wq, c * c),
+        (w.bq, c),
+        (w.wk, c * c),
+        (w.bk, c),
+        (w.wv, c * c),
+        (w.bv, c),
+        (w.wo, c * c),
+        (w.bo, c),
+    ] {
+        assert_eq!(
+            t.len(),
+            len,
+            "attention {what}: a weight has {} values, want {len}",
+            t.len()
+        );
+    }
+}
+
+/// (B, T, C) token layout ← xᵀ·Wᵀ (+ bias added separately): x[b] stored C×T, W stored (out, in).
+fn project_spec(s: &Attention) -> Matmul {
+    let (c, t) = (s.channels, s.tokens);
+    Matmul {
+        trans_a: true,
+        trans_b: true,
+        lda: t,
+        ldb: c,
+        stride_a: c * t,
+        stride_b: 0,
+        ..Matmul::new(s.batch, t, c, c)
+    }
+}
+
+/// One head's product between token-layout (B, T, C) and attention-layout (B, heads, T, T)
+/// tensors: a per-batch (T×·) product with row strides C (token layout) or T (attention).
+#[derive(Clone, Copy)]
+struct HeadProduct {
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+    /// (lda, stride_a, offset_a) and the same for B and C.
+    a: (usize, usize, usize),
+    b: (usize, usize, usize),
+    c: (usize, usize, usize),
+    alpha: f32,
+}
+
+fn head_product(p: &mut Plan, s: &Attention, hp: HeadProduct, a: &Tensor, b: &Tensor, c: &Tensor) {
+    let spec = Matmul {
+        batch: s.batch,
+        m: hp.m,
+        k: hp.k,
+        n: hp.n,
+        trans_a: hp.trans_a,
+        trans_b: hp.trans_b,
+        lda: hp.a.0,
+        ldb: hp.b.0,
+        ldc: hp.c.0,
+        stride_a: hp.a.1,
+        stride_b: hp.b.1,
+        stride_c: hp.c.1,
+        alpha: hp.alpha,
+        accumulate: false,
+    };
+    let e = Extra {
+        offset_a: hp.a.2,
+        offset_b: hp.b.2,
+        offset_c: hp.c.2,
+        ..Extra::default()
+    };
+    matmul_ext(p, &spec, &e, None, a, b, c);
+}
+
+/// y (B, C, T) = attention(x (B, C, T)) (written); saves q, k, v, probs and o in `buf`.
+pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, buf: &AttentionBuffers, y: &Tensor) {
+    check(s, x, w, "forward");
+    assert_eq!(y.len(), x.len(), "attention forward: y and x differ in size");
+    let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
+    let tok = (c, t * c); // row stride and batch stride of (B, T, C)
+    let att = (t, heads * t * t); // of (B, heads, T, T)
+    let proj = project_spec(s);
+    for (wt, bias, out) in [(w.wq, w.bq, &buf.q), (w.wk, w.bk, &buf.k), (w.wv, w.bv, &buf.v)] {
+        let e = Extra {
+            bias: Some(bias),
+            ..Extra::default()
+        };
+        matmul_ext(p, &proj, &e, None, x, wt, out);
+    }
+    for h in 0..heads {
+        // S_h = q_h·k_hᵀ
+        let hp = HeadProduct {
+            m: t,
+            k: d,
+            n: t,
+            trans_a: false,
+            trans_b: true,
+            a: (tok.0, tok.1, h * d),
+            b: (tok.0, tok.1, h * d),
+            c: (att.0, att.1, h * t * t),
+            alpha: 1.0,
+        };
+        head_product(p, s, hp, &buf.q, &buf.k, &buf.scores);
+    }
+    softmax::forward(p, b * heads * t, t, s.scale(), &buf.scores, &buf.probs);
+    for h in 0..heads {
+        // o_h = P_h·v_h
+        let hp = HeadProduct {
+            m: t,
+            k: t,
+            n: d,
+            trans_a: false,
+            trans_b: false,
+            a: (att.0, att.1, h * t * t),
+            b: (tok.0, tok.1, h * d),
+            c: (tok.0, tok.1, h * d),
+            alpha: 1.0,
+        };
+        head_product(p, s, hp, &buf.probs, &buf.v, &buf.o);
+    }
+    // y[b] (C×T) = Wo·o[b]ᵀ + bo
+    let out = Matmul {
+        trans_b: true,
+        lda: c,
+        ldb: c,
+        stride_a: 0,
+        stride_b: t * c,
+        ..Matmul::new(b, c, c, t)
+    };
+    let e = Extra {
+        bias: Some(w.bo),
+        bias_per_row: true,
+        ..Extra::default()
+    };
+    matmul_ext(p, &out, &e, None, w.wo, &buf.o, y);
+}
+
+/// dx and all eight weight gradients `+=` for the output gradient dy (B, C, T). Needs the
+/// activations saved in `buf` by [`forward`] on the same x and weights.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    p: &mut Plan,
+    s: &Attention,
+    x: &Tensor,
+    w: &AttentionWeights,
+    buf: &AttentionBuffers,
+    dy: &Tensor,
+    dx: &Tensor,
+    dw: &AttentionWeights,
+) {
+    check(s, x, w, "backward");
+    check(s, x, dw, "backward (gradients)");
+    assert!(
+        dy.len() == x.len() && dx.len() == x.len(),
+        "attention backward: dy/dx differ in size from x"
+    );
+    let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
+    let tok = (c, t * c);
+    let att = (t, heads * t * t);
+    let sum_batch = Extra {
+        sum_batch: true,
+        ..Extra::default()
+    };
+    // Output projection: dbo, dWo = Σ_b dy[b]·o[b], do[b] = dy[b]ᵀ·Wo.
+    bias_backward(p, b, c, t, dy, dw.bo);
+    let d_wo = Matmul {
+        accumulate: true,
+        ..Matmul::new(b, c, t, c)
+    };
+    matmul_ext(p, &d_wo, &sum_batch, None, dy, &buf.o, dw.wo);
+    let d_o = Matmul {
+        trans_a: true,
+        lda: t,
+        stride_a: c * t,
+        stride_b: 0,
+        ..Matmul::new(b, t, c, c)
+    };
+    matmul(p, &d_o, dy, w.wo, &buf.d_o);
+    for h in 0..heads {
+        // dP_h = do_h·v_hᵀ (into the scores scratch)
+        let hp = HeadProduct {
+            m: t,
+            k: d,
+            n: t,
+            trans_a: false,
+            trans_b: true,
+            a: (tok.0, tok.1, h * d),
+            b: (tok.0, tok.1, h * d),
+            c: (att.0, att.1, h * t * t),
+            alpha: 1.0,
+        };
+        head_product(p, s, hp, &buf.d_o, &buf.v, &buf.scores);
+        // dv_h = P_hᵀ·do_h
+        let hp = HeadProduct {
+            m: t,
+            k: t,
+            n: d,
+            trans_a: true,
+            trans_b: false,
+            a: (att.0, att.1, h * t * t),
+            b: (tok.0, tok.1, h * d),
+            c: (tok.0, tok.1, h * d),
+            alpha: 1.0,
+        };
+        head_product(p, s, hp, &buf.probs, &buf.d_o, &buf.dv);
+    }
+    let n_att = b * heads * t * t;
+    fill(p, &buf.d_scores, 0, n_att, 0.0);
+    softmax::backward(p, b * heads * t, t, s.scale(), &buf.probs, &buf.scores, &buf.d_scores);
+    for h in 0..heads {
+        // dq_h = dS_h·k_h
+        let hp = HeadProduct {
+            m: t,
+            k: t,
+            n: d,
+            trans_a: false,
+            trans_b: false,
+            a: (att.0, att.1, h * t * t),
+            b: (tok.0, tok.1, h * d),
+            c: (tok.0, tok.1, h * d),
+            alpha: 1.0,
+        };
+        head_product(p, s, hp, &buf.d_scores, &buf.k, &buf.dq);
+        // dk_h = dS_hᵀ·q_h
+        let hp = HeadProduct { trans_a: true, ..hp };
+        head_product(p, s, hp, &buf.d_scores, &buf.q, &buf.dk);
+    }
+    // Input projections.
+    let d_w = Matmul {
+        trans_a: true,
+        trans_b: true,
+        lda: c,
+        ldb: t,
+        stride_a: t * c,
+        stride_b: c * t,
+        accumulate: true,
+        ..Matmul::new(b, c, t, c)
+    };
+    let d_x = Matmul {
+        trans_a: true,
+        trans_b: true,
+        lda: c,
+        ldb: c,
+        stride_a: 0,
+        stride_b: t * c,
+        accumulate: true,
+        ..Matmul::new(b, c, c, t)
+    };
+    for (g, wt, gw, gb) in [
+        (&buf.dq, w.wq, dw.wq, dw.bq),
+        (&buf.dk, w.wk, dw.wk, dw.bk),
+        (&buf.dv, w.wv, dw.wv, dw.bv),
+    ] {
+        bias_backward(p, b * t, c, 1, g, gb);
+        // dW = Σ_b dq[b]ᵀ·x[b]ᵀ
+        matmul_ext(p, &d_w, &sum_batch, None, g, x, gw);
+        // dx[b] (C×T) += Wᵀ·dq[b]ᵀ
+        matmul(p, &d_x, wt, g, dx);
+    }
+}

@@ -1,0 +1,292 @@
+// Strided batched matrix product (GEMM), the workhorse of linear layers and attention.
+//
+//   C[z] = alpha · op(A[z]) · op(B[z])        (or C[z] += … when `accumulate`)
+//   op(A)[i, k] = a[offset_a + z·stride_a + i·a_si + k·a_sk]     i < m, k < K
+//   op(B)[k, j] = b[offset_b + z·stride_b + k·b_sk + j·b_sj]     k < K, j < n
+//   C[i, j]     = c[offset_c + z·stride_c + i·ldc + j]
+// A transposed operand just swaps its two strides (the Rust side computes them from lda/ldb and
+// the transpose flags); a stride_* of 0 broadcasts that operand over the batch. With `sum_batch`
+// the batch items are summed into one C (z runs inside the kernel): Σ_z op(A[z])·op(B[z]), the
+// weight gradient of a layer applied to every item of a batch.
+//
+// Optional bias epilogue: bias_mode 1 adds bias[j] (per column: nn.Linear), 2 adds bias[i] (per
+// row: a channel bias of an image-layout output), after alpha: C = alpha·AB + bias (or C += …).
+//
+// Entry points (all write C with alpha, bias and accumulate as above):
+// - `naive`: one invocation per C element, a plain dot product. Workgroup 16×4 over (j, i).
+// - `blocked`: one invocation per 4×4 block of C, scalar loads, any strides. Workgroup 8×8 over
+//   (j-block, i-block), i.e. a 32×32 tile of C per workgroup; no workgroup memory, no barriers
+//   (barriers are emulated and slow on CPU Vulkan drivers; several outputs per invocation are not).
+// - `tile_nn`, `tile_tn`, `tile_nt`, `tile_tt` (t = that operand is transposed): like `blocked`,
+//   but every operand is read as vec4 along its contiguous dimension, 4×4 tiles at a time, and
+//   the 4×4 block product is a mat4x4 product, and C rows are stored as vec4 (every load and
+//   store on a CPU driver is a loop over the SIMD lanes: a vec4 access costs about what a scalar
+//   one does). They need every offset, stride and row stride of A, B and C to be a multiple
+//   of 4 (checked on the Rust side). A k-tail (K mod 4 ≠ 0) is read as one more tile whose
+//   entries beyond K are zeroed with `select`.
+// - `fill`: c[offset_c + i] = alpha for i < n (zeroing scratch buffers). grid_1d, workgroup 256.
+// Rows and columns past m and n are never stored; `naive`/`blocked` clamp their loads into the
+// matrix, `tile_*` read the rest of the last 4-wide tile (inside the row stride, or made safe by
+// WebGPU's robust buffer access) — a row of C depends only on the same row of op(A), a column
+// only on the same column of op(B), so such values never reach a stored element.
+// The batch index z is the dispatch's z (≤ 65535), or 0 with the batch summed inside.
+
+struct Params {
+    m: u32,
+    k: u32,
+    n: u32,
+    batch: u32,       // batch items; all summed into one C when sum_batch != 0
+    a_si: u32,        // element strides of op(A) along i and k
+    a_sk: u32,
+    b_sk: u32,        // element strides of op(B) along k and j
+    b_sj: u32,
+    stride_a: u32,    // elements between batch items (0 = broadcast)
+    stride_b: u32,
+    stride_c: u32,
+    ldc: u32,         // row stride of C
+    offset_a: u32,    // element offsets of the first item inside the bound tensors
+    offset_b: u32,
+    offset_c: u32,
+    accumulate: u32,  // 0: C = alpha·AB, 1: C += alpha·AB
+    alpha: f32,
+    sum_batch: u32,
+    bias_mode: u32,   // 0: none, 1: + bias[j], 2: + bias[i]
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;              // (batch, m×k or k×m) at offset_a, strides above
+@group(0) @binding(2) var<storage, read> b: array<f32>;              // (batch, k×n or n×k) at offset_b
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;        // (batch, m, ldc) at offset_c
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;       // a as vec4 (tile_* only)
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;       // b as vec4 (tile_* only)
+@group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>; // c as vec4 (tile_* only)
+@group(0) @binding(7) var<storage, read> bias: array<f32>;           // (n) or (m); any tensor if unused
+
+const NAIVE_X: u32 = 16u;
+const NAIVE_Y: u32 = 4u;
+const TILE_X: u32 = 8u;   // invocations per workgroup along j (each 4 columns)
+const TILE_Y: u32 = 8u;   // invocations per workgroup along i (each 4 rows)
+const FILL_WG: u32 = 256u;
+
+// Batch items summed by one invocation, and the first one.
+fn batch_count() -> u32 {
+    return select(1u, params.batch, params.sum_batch != 0u);
+}
+
+fn batch_first(gz: u32) -> u32 {
+    return select(gz, 0u, params.sum_batch != 0u);
+}
+
+fn store(z: u32, i: u32, j: u32, acc: f32) {
+    if (i < params.m && j < params.n) {
+        let ci = params.offset_c + z * params.stride_c + i * params.ldc + j;
+        var v = params.alpha * acc;
+        if (params.bias_mode == 1u) {
+            v += bias[j];
+        } else if (params.bias_mode == 2u) {
+            v += bias[i];
+        }
+        if (params.accumulate != 0u) {
+            c[ci] += v;
+        } else {
+            c[ci] = v;
+        }
+    }
+}
+
+// acc[q][r] is C[i0 + r, j0 + q] (a mat4x4 is 4 columns).
+fn store_block(z: u32, i0: u32, j0: u32, acc: mat4x4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        for (var r = 0u; r < 4u; r++) {
+            store(z, i0 + r, j0 + q, acc[q][r]);
+        }
+    }
+}
+
+@compute @workgroup_size(NAIVE_X, NAIVE_Y)
+fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let i = gid.y;
+    if (i >= params.m || j >= params.n) {
+        return;
+    }
+    let z0 = batch_first(gid.z);
+    var acc = 0.0;
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        let pa = params.offset_a + (z0 + bi) * params.stride_a + i * params.a_si;
+        let pb = params.offset_b + (z0 + bi) * params.stride_b + j * params.b_sj;
+        for (var kk = 0u; kk < params.k; kk++) {
+            acc = fma(a[pa + kk * params.a_sk], b[pb + kk * params.b_sk], acc);
+        }
+    }
+    store(z0, i, j, acc);
+}
+
+@compute @workgroup_size(TILE_X, TILE_Y)
+fn blocked(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i0 = gid.y * 4u;
+    let j0 = gid.x * 4u;
+    let z0 = batch_first(gid.z);
+    let last_i = params.m - 1u;
+    let last_j = params.n - 1u;
+    var acc: mat4x4<f32>;
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        let ba = params.offset_a + (z0 + bi) * params.stride_a;
+        let bb = params.offset_b + (z0 + bi) * params.stride_b;
+        let pa0 = ba + min(i0, last_i) * params.a_si;
+        let pa1 = ba + min(i0 + 1u, last_i) * params.a_si;
+        let pa2 = ba + min(i0 + 2u, last_i) * params.a_si;
+        let pa3 = ba + min(i0 + 3u, last_i) * params.a_si;
+        let pb0 = bb + min(j0, last_j) * params.b_sj;
+        let pb1 = bb + min(j0 + 1u, last_j) * params.b_sj;
+        let pb2 = bb + min(j0 + 2u, last_j) * params.b_sj;
+        let pb3 = bb + min(j0 + 3u, last_j) * params.b_sj;
+        for (var kk = 0u; kk < params.k; kk++) {
+            let oa = kk * params.a_sk;
+            let ob = kk * params.b_sk;
+            let av = vec4<f32>(a[pa0 + oa], a[pa1 + oa], a[pa2 + oa], a[pa3 + oa]);
+            acc[0] = fma(av, vec4<f32>(b[pb0 + ob]), acc[0]);
+            acc[1] = fma(av, vec4<f32>(b[pb1 + ob]), acc[1]);
+            acc[2] = fma(av, vec4<f32>(b[pb2 + ob]), acc[2]);
+            acc[3] = fma(av, vec4<f32>(b[pb3 + ob]), acc[3]);
+        }
+    }
+    store_block(z0, i0, j0, acc);
+}
+
+// The 4×4 tile op(A)[i0.., k0..] as a matrix (column q = A's column k0 + q), from vec4 index p:
+// transposed A is contiguous along i (columns are vec4s, `s` vec4s apart), plain A along k
+// (rows are vec4s). Columns q with k0 + q ≥ K are zeroed.
+fn a_tile(p: u32, s: u32, trans: bool, kmask: vec4<bool>) -> mat4x4<f32> {
+    let t = mat4x4<f32>(a4[p], a4[p + s], a4[p + 2u * s], a4[p + 3u * s]);
+    var m = t;
+    if (!trans) {
+        m = transpose(t);
+    }
+    let zero = vec4<f32>(0.0);
+    return mat4x4<f32>(
+        select(zero, m[0], kmask.x),
+        select(zero, m[1], kmask.y),
+        select(zero, m[2], kmask.z),
+        select(zero, m[3], kmask.w),
+    );
+}
+
+// The 4×4 tile op(B)[k0.., j0..] as a matrix (column q = B's column j0 + q): transposed B is
+// contiguous along k (columns are vec4s), plain B along j (rows are vec4s). Rows k0 + r ≥ K zeroed.
+fn b_tile(p: u32, s: u32, trans: bool, kmask: vec4<bool>) -> mat4x4<f32> {
+    let t = mat4x4<f32>(b4[p], b4[p + s], b4[p + 2u * s], b4[p + 3u * s]);
+    var m = t;
+    if (!trans) {
+        m = transpose(t);
+    }
+    let zero = vec4<f32>(0.0);
+    return mat4x4<f32>(
+        select(zero, m[0], kmask),
+        select(zero, m[1], kmask),
+        select(zero, m[2], kmask),
+        select(zero, m[3], kmask),
+    );
+}
+
+// acc[q][r] is C[i0 + r, j0 + q], stored a row of 4 at a time (one component at a time past n).
+fn store_block4(z: u32, i0: u32, j0: u32, acc: mat4x4<f32>) {
+    let rows = transpose(acc);
+    var bias_j = vec4<f32>(0.0);
+    if (params.bias_mode == 1u) {
+        let last = params.n - 1u;
+        bias_j = vec4<f32>(bias[min(j0, last)], bias[min(j0 + 1u, last)], bias[min(j0 + 2u, last)], bias[min(j0 + 3u, last)]);
+    }
+    for (var r = 0u; r < 4u; r++) {
+        if (i0 + r < params.m) {
+            let p = (params.offset_c + z * params.stride_c + (i0 + r) * params.ldc + j0) / 4u;
+            var v = params.alpha * rows[r] + bias_j;
+            if (params.bias_mode == 2u) {
+                v += vec4<f32>(bias[i0 + r]);
+            }
+            if (j0 + 3u < params.n) {
+                if (params.accumulate != 0u) {
+                    c4[p] += v;
+                } else {
+                    c4[p] = v;
+                }
+            } else {
+                for (var q = 0u; j0 + q < params.n; q++) {
+                    if (params.accumulate != 0u) {
+                        c4[p][q] += v[q];
+                    } else {
+                        c4[p][q] = v[q];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Shared body of the tile_* entry points; `ta`/`tb` are constants after inlining.
+fn tile(gid: vec3<u32>, ta: bool, tb: bool) {
+    let i0 = gid.y * 4u;
+    let j0 = gid.x * 4u;
+    let z0 = batch_first(gid.z);
+    // Invocations wholly past the edge load the last tile instead (and store nothing).
+    let ia = min(i0, (params.m - 1u) & ~3u);
+    let jb = min(j0, (params.n - 1u) & ~3u);
+    // vec4 strides: between the 4 loaded vec4s (s*) and from one k-tile to the next (step_*).
+    var sa = params.a_si / 4u;
+    var step_a = 1u;
+    if (ta) {
+        sa = params.a_sk / 4u;
+        step_a = params.a_sk;
+    }
+    var sb = params.b_sk / 4u;
+    var step_b = params.b_sk;
+    if (tb) {
+        sb = params.b_sj / 4u;
+        step_b = 1u;
+    }
+    let k_full = params.k / 4u;
+    let all = vec4<bool>(true);
+    let tail = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.k - 4u * k_full);
+    var acc: mat4x4<f32>;
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        var pa = (params.offset_a + (z0 + bi) * params.stride_a + ia * params.a_si) / 4u;
+        var pb = (params.offset_b + (z0 + bi) * params.stride_b + jb * params.b_sj) / 4u;
+        for (var kt = 0u; kt < k_full; kt++) {
+            acc += a_tile(pa, sa, ta, all) * b_tile(pb, sb, tb, all);
+            pa += step_a;
+            pb += step_b;
+        }
+        if (any(tail)) {
+            acc += a_tile(pa, sa, ta, tail) * b_tile(pb, sb, tb, tail);
+        }
+    }
+    store_block4(z0, i0, j0, acc);
+}
+
+@compute @workgroup_size(TILE_X, TILE_Y)
+fn tile_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
+    tile(gid, false, false);
+}
+
+@compute @workgroup_size(TILE_X, TILE_Y)
+fn tile_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
+    tile(gid, true, false);
+}
+
+@compute @workgroup_size(TILE_X, TILE_Y)
+fn tile_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
+    tile(gid, false, true);
+}
+
+@compute @workgroup_size(TILE_X, TILE_Y)
+fn tile_tt(@builtin(global_invocation_id) gid: vec3<u32>) {
+    tile(gid, true, true);
+}
+
+@compute @workgroup_size(FILL_WG)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * FILL_WG;
+    if (i < params.n) {
+        c[params.offset_c + i] = params.alpha;
+    }
+}
