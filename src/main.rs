@@ -1,9 +1,11 @@
 //! The `ddpm-gpu` command line.
 
+mod cli;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use ddpm_gpu::gpu::{Gpu, GpuOptions};
+use ddpm_gpu::gpu::GpuOptions;
 
 #[derive(Parser)]
 #[command(
@@ -22,70 +24,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the adapters wgpu sees and the limits and features of the chosen one.
-    Info,
+    /// List the adapters wgpu sees and the limits and features of the chosen one; with --model,
+    /// the parameter count and activation memory of a model.
+    Info(cli::info::InfoArgs),
+    /// Train a DDPM (default: the `mnist` preset on the built-in MNIST digits).
+    Train(Box<cli::train::TrainArgs>),
+    /// Sample images from a trained model (a run folder or a diffusers UNet2DModel folder).
+    Sample(cli::sample::SampleArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let opts = GpuOptions { adapter: cli.adapter };
+    let result: Result<()> = match cli.command {
+        Command::Info(args) => cli::info::run(&opts, &args),
+        Command::Train(args) => cli::train::run(&opts, &args),
+        Command::Sample(args) => cli::sample::run(&opts, &args),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    let opts = GpuOptions { adapter: cli.adapter };
-    match cli.command {
-        Command::Info => info(&opts),
-    }
-}
-
-fn info(opts: &GpuOptions) -> Result<()> {
-    println!("adapters:");
-    for a in ddpm_gpu::gpu::enumerate_adapters() {
-        let i = a.get_info();
-        println!(
-            "  {} | {:?} | {:?} | driver: {} {}",
-            i.name, i.backend, i.device_type, i.driver, i.driver_info
-        );
-    }
-    let gpu = Gpu::new(opts)?;
-    let l = &gpu.limits;
-    println!("chosen: {}", gpu.describe());
-    println!(
-        "  max_storage_buffer_binding_size: {} MiB",
-        l.max_storage_buffer_binding_size / (1 << 20)
-    );
-    println!("  max_buffer_size: {} MiB", l.max_buffer_size / (1 << 20));
-    println!(
-        "  max_storage_buffers_per_shader_stage: {}",
-        l.max_storage_buffers_per_shader_stage
-    );
-    println!(
-        "  max_compute_workgroup_size: {} x {} x {}",
-        l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z
-    );
-    println!(
-        "  max_compute_invocations_per_workgroup: {}",
-        l.max_compute_invocations_per_workgroup
-    );
-    println!(
-        "  max_compute_workgroup_storage_size: {} bytes",
-        l.max_compute_workgroup_storage_size
-    );
-    println!(
-        "  max_compute_workgroups_per_dimension: {}",
-        l.max_compute_workgroups_per_dimension
-    );
-    println!(
-        "  min_storage_buffer_offset_alignment: {}",
-        l.min_storage_buffer_offset_alignment
-    );
-    let f = gpu.device.features();
-    let all = ddpm_gpu::gpu::adapter_features(opts)?;
-    println!("  shader-f16: {}", all.contains(wgpu::Features::SHADER_F16));
-    println!("  subgroups: {}", all.contains(wgpu::Features::SUBGROUP));
-    println!("  enabled features: {f:?}");
-    Ok(())
 }

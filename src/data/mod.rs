@@ -16,6 +16,7 @@ use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
 
 /// Images scaled to [−1, 1], NCHW f32, all of one size and channel count, plus optional labels.
+#[derive(Clone, Debug)]
 pub struct Dataset {
     pub images: Vec<f32>,
     pub labels: Option<Vec<u8>>,

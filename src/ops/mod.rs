@@ -5,6 +5,7 @@ pub mod adam;
 pub mod attention;
 pub mod concat;
 pub mod conv2d;
+pub mod ddim;
 pub mod dropout;
 pub mod elementwise;
 pub mod ema;

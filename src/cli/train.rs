@@ -1,0 +1,324 @@
+//! `ddpm-gpu train`: the training loop with progress bar, metrics log, loss curve, sample grids,
+//! checkpoints (atomic), resume, Ctrl-C save and NaN stop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ddpm_gpu::data::{self, Source};
+use ddpm_gpu::diffusion::sampler::{SampleOptions, Sampler};
+use ddpm_gpu::diffusion::schedule::{BetaSchedule, SchedulerConfig};
+use ddpm_gpu::diffusion::trainer::{RunDir, TrainConfig, Trainer};
+use ddpm_gpu::gpu::{Gpu, GpuOptions};
+use ddpm_gpu::model::{save_folder, UNetConfig};
+use ddpm_gpu::viz;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model: a preset (mnist, mnist-large, ddpm-cifar10, tiny) or a diffusers config.json.
+    #[arg(long, default_value = "mnist")]
+    model: String,
+    /// Training images: an MNIST IDX file (.gz or raw), a folder of CIFAR-10 `data_batch_*.bin`
+    /// files, or a folder of PNG/JPEG images. Default: the built-in MNIST digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A JSON file of training hyper-parameters (the keys of `train_config.json` in a run folder);
+    /// flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder (default: runs/<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder exactly where its last checkpoint left it.
+    #[arg(long, conflicts_with_all = ["out", "model", "config"])]
+    resume: Option<PathBuf>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Total optimisation steps of the run.
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Gradient clipping at this global norm (0 disables).
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    #[arg(long)]
+    ema_decay: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Dropout probability in the res blocks (overrides the model config).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Random horizontal flips: true or false.
+    #[arg(long)]
+    flip: Option<bool>,
+    #[arg(long)]
+    log_every: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Sample a grid from the EMA weights every N steps (0 = only at the end).
+    #[arg(long)]
+    sample_every: Option<usize>,
+    /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+}
+
+fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("--config {}: not a valid training config", path.display()))?
+        }
+        None => TrainConfig::for_preset(preset),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = args.$f { cfg.$f = v; } )* };
+    }
+    set!(
+        batch_size,
+        steps,
+        lr,
+        warmup,
+        grad_clip,
+        ema_decay,
+        seed,
+        flip,
+        log_every,
+        checkpoint_every,
+        sample_every
+    );
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
+    // Where the run lives, and what it trains.
+    let (run, model, sched, cfg) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir { root: dir.clone() };
+            if !run.state().exists() {
+                bail!(
+                    "--resume {}: no {} there (expected a run folder written by `ddpm-gpu train`)",
+                    dir.display(),
+                    run.state().display()
+                );
+            }
+            let model = UNetConfig::load(&run.unet().join("config.json"))?;
+            let sched = SchedulerConfig::load(&run.scheduler().join("scheduler_config.json"))?;
+            let text = std::fs::read_to_string(run.train_config())
+                .with_context(|| format!("reading {}", run.train_config().display()))?;
+            let mut cfg: TrainConfig =
+                serde_json::from_str(&text).with_context(|| format!("{}: invalid", run.train_config().display()))?;
+            if let Some(steps) = args.steps {
+                cfg.steps = steps; // a resumed run may be extended
+            }
+            (run, model, sched, cfg)
+        }
+        None => {
+            let mut model = super::model_config(&args.model)?;
+            if let Some(p) = args.dropout {
+                model.dropout = p;
+                model.validate()?;
+            }
+            let cfg = train_config(args, &args.model)?;
+            let mut sched = SchedulerConfig::paper();
+            sched.beta_schedule = match args.schedule.as_str() {
+                "linear" => BetaSchedule::Linear,
+                "cosine" | "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
+                other => bail!("--schedule: unknown schedule '{other}' (expected linear or cosine)"),
+            };
+            let root = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(super::timestamp()));
+            (RunDir { root }, model, sched, cfg)
+        }
+    };
+    if args.resume.is_some() {
+        cfg.validate()?;
+    }
+
+    let source = match &args.data {
+        Some(p) => Source::Path(p.clone()),
+        None => Source::BuiltinMnist,
+    };
+    let size = model.sample_size();
+    let dataset = data::load(&source, model.in_channels, size)?;
+    let gpu = Gpu::new(opts)?;
+    eprintln!("adapter: {}", gpu.describe());
+    eprintln!(
+        "data: {} images {}×{size}×{size}; model: {} parameters",
+        dataset.n,
+        dataset.channels,
+        ddpm_gpu::model::ParamTable::new(&model).count()
+    );
+
+    let weights = ddpm_gpu::model::ParamTable::new(&model).init(cfg.seed);
+    let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
+    if args.resume.is_some() {
+        trainer.load_state(&run.state())?;
+        eprintln!("resumed {} at step {}", run.root.display(), trainer.step);
+        truncate_metrics(&run.metrics(), trainer.step)?;
+    } else {
+        std::fs::create_dir_all(&run.root).with_context(|| format!("creating run folder {}", run.root.display()))?;
+        viz::write_atomic(&run.train_config(), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+        std::fs::create_dir_all(run.scheduler())?;
+        sched.save(&run.scheduler().join("scheduler_config.json"))?;
+        viz::write_atomic(&run.root.join("model_index.json"), MODEL_INDEX.as_bytes())?;
+        save_folder(&run.unet(), &model, &trainer.table, &weights)?;
+    }
+    eprintln!("run folder: {}", run.root.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+    }
+    let flops_per_step = 3.0 * trainer.forward_flops();
+    let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.step as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+            .expect("progress template"),
+    );
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.metrics())
+        .with_context(|| format!("opening {}", run.metrics().display()))?;
+    let mut window = (Instant::now(), trainer.step);
+    while trainer.step < cfg.steps {
+        trainer.run_step();
+        let step = trainer.step;
+        let last = step == cfg.steps;
+        if step % cfg.log_every == 0 || last || stop.load(Ordering::SeqCst) {
+            let (loss, grad_norm) = trainer.read_loss();
+            if !loss.is_finite() || !grad_norm.is_finite() {
+                bar.abandon();
+                bail!(
+                    "the loss became {loss} at step {step} (gradient norm {grad_norm}); training stopped. \
+                     The last good checkpoint in {} is kept; try a lower --lr",
+                    run.root.display()
+                );
+            }
+            let secs = window.0.elapsed().as_secs_f64();
+            let done = (step - window.1) as f64;
+            let ips = done * cfg.batch_size as f64 / secs;
+            let gflops = done * flops_per_step / secs / 1e9;
+            window = (Instant::now(), step);
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::json!({"step": step, "loss": loss, "grad_norm": grad_norm, "lr": cfg.lr_at(step - 1), "images_per_s": ips})
+            )?;
+            bar.set_message(format!("loss {loss:.4}  {ips:.1} img/s  {gflops:.1} GFLOP/s"));
+        }
+        bar.set_position(step as u64);
+        let interrupted = stop.load(Ordering::SeqCst);
+        if last || interrupted || step % cfg.checkpoint_every == 0 {
+            checkpoint(&trainer, &run)?;
+        }
+        if !last && cfg.sample_every > 0 && step % cfg.sample_every == 0 {
+            sample_grid(&gpu, &trainer, &sched, &run, step)?;
+        }
+        if interrupted {
+            bar.abandon_with_message(format!("interrupted: checkpoint saved at step {step}"));
+            eprintln!("resume with: ddpm-gpu train --resume {}", run.root.display());
+            return Ok(());
+        }
+    }
+    bar.finish();
+    sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+    eprintln!("done: {}", run.root.display());
+    Ok(())
+}
+
+/// diffusers' pipeline index, so `DDPMPipeline.from_pretrained(run_folder)` works.
+const MODEL_INDEX: &str = r#"{
+  "_class_name": "DDPMPipeline",
+  "_diffusers_version": "0.31.0",
+  "scheduler": ["diffusers", "DDPMScheduler"],
+  "unet": ["diffusers", "UNet2DModel"]
+}
+"#;
+
+/// Save the training state, the EMA weights as a diffusers model, and the loss curve.
+fn checkpoint(trainer: &Trainer, run: &RunDir) -> Result<()> {
+    trainer.save_state(&run.state())?;
+    save_folder(&run.unet(), &trainer.model, &trainer.table, &trainer.read_ema())?;
+    let (steps, losses) = read_metrics(&run.metrics())?;
+    if steps.len() >= 2 {
+        viz::save_loss_curve(&run.root.join("loss.png"), &steps, &losses, "training loss (L_simple)")?;
+    }
+    Ok(())
+}
+
+fn read_metrics(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut steps = Vec::new();
+    let mut losses = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(s), Some(l)) = (v["step"].as_u64(), v["loss"].as_f64()) {
+            steps.push(s as usize);
+            losses.push(l);
+        }
+    }
+    Ok((steps, losses))
+}
+
+/// Drop metric lines past `step` (written after the checkpoint a resume starts from).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    viz::write_atomic(
+        path,
+        (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes(),
+    )
+}
+
+/// A grid of samples from the EMA weights into `samples/step_XXXXXXX.png`.
+fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunDir, step: usize) -> Result<()> {
+    let n = trainer.cfg.sample_images;
+    let mut sampler = Sampler::new(gpu, &trainer.model, &trainer.table, &trainer.ema, n)?;
+    let schedule = ddpm_gpu::diffusion::schedule::Schedule::new(sched);
+    let opts = SampleOptions {
+        images: n,
+        seed: trainer.cfg.seed,
+        variance: sched.variance_type,
+        clip: sched.clip_sample,
+    };
+    let bar = ProgressBar::new(schedule.betas.len() as u64).with_message("sampling");
+    let images = sampler.sample(&schedule, &opts, |i| bar.set_position(i as u64 + 1));
+    bar.finish_and_clear();
+    let dir = run.root.join("samples");
+    std::fs::create_dir_all(&dir)?;
+    let m = &trainer.model;
+    let size = m.sample_size();
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let path = dir.join(format!("step_{step:07}.png"));
+    viz::save_grid(&path, &images, n, m.out_channels, size, size, cols, 2)?;
+    eprintln!("samples: {}", path.display());
+    Ok(())
+}

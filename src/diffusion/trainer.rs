@@ -1,0 +1,462 @@
+//! Training (Algorithm 1 of the paper): one recorded plan per step, replayed.
+//!
+//! Per step the CPU draws the batch's dataset rows and timesteps (from `(seed, step)`, so a
+//! resumed run draws exactly what an uninterrupted one would), writes them and the step's
+//! scalars (seeds, learning rate, bias corrections), and submits one command buffer:
+//! q_sample (gather x₀, draw ε, x_t = √ᾱ x₀ + √(1−ᾱ) ε, eq. 4) → U-Net forward → L_simple and its
+//! gradient (eq. 14) → U-Net backward → global gradient norm → Adam → EMA.
+//! The CPU waits only when it logs the loss.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::diffusion::schedule::{Schedule, SchedulerConfig};
+use crate::gpu::{Gpu, Plan, Tensor};
+use crate::model::{ParamTable, UNet, UNetConfig};
+use crate::ops::adam::{self, AdamParams};
+use crate::ops::q_sample::{self, QSample};
+use crate::ops::{dropout, elementwise, ema, loss, reduce};
+
+/// Hyper-parameters of a run (a JSON file or flags). Defaults are the paper's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub steps: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub grad_clip: f64,
+    pub ema_decay: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Random horizontal flips of the training images (the paper uses them for CIFAR-10).
+    pub flip: bool,
+    pub log_every: usize,
+    pub checkpoint_every: usize,
+    /// Sample a grid from the EMA weights every N steps (0 = only at the end).
+    pub sample_every: usize,
+    pub sample_images: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 128,
+            steps: 800_000,
+            lr: 2e-4,
+            warmup: 5000,
+            grad_clip: 1.0,
+            ema_decay: 0.9999,
+            weight_decay: 0.0,
+            seed: 0,
+            flip: true,
+            log_every: 50,
+            checkpoint_every: 5000,
+            sample_every: 0,
+            sample_images: 16,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Defaults suited to a preset: the paper's for `ddpm-cifar10`, shorter runs for the small ones.
+    pub fn for_preset(preset: &str) -> TrainConfig {
+        match preset {
+            "mnist" | "tiny" => TrainConfig {
+                batch_size: 32,
+                steps: 3000,
+                lr: 1e-3,
+                warmup: 100,
+                ema_decay: 0.999,
+                flip: false,
+                log_every: 10,
+                checkpoint_every: 500,
+                ..TrainConfig::default()
+            },
+            "mnist-large" => TrainConfig {
+                batch_size: 64,
+                steps: 20_000,
+                lr: 5e-4,
+                warmup: 500,
+                ema_decay: 0.9995,
+                flip: false,
+                checkpoint_every: 2000,
+                ..TrainConfig::default()
+            },
+            _ => TrainConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (0-based): linear warm-up, then constant (as the paper).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup == 0 {
+            self.lr
+        } else {
+            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+        }
+    }
+}
+
+/// Split `total` elements into chunks of at most `max` elements starting on 64-element
+/// boundaries, so that buffers larger than one storage binding can be processed.
+pub fn chunks(total: usize, max: usize) -> Vec<(usize, usize)> {
+    let step = (max / 64).max(1) * 64;
+    (0..total).step_by(step).map(|o| (o, step.min(total - o))).collect()
+}
+
+/// A 32-bit seed for stream `what` at `step`, from the run seed (SplitMix64 finaliser).
+pub fn step_seed(seed: u64, step: usize, what: u64) -> u32 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ what.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as u32
+}
+
+/// Everything on the GPU that a run trains, and the recorded step.
+pub struct Trainer {
+    pub gpu: Gpu,
+    pub model: UNetConfig,
+    pub table: ParamTable,
+    pub cfg: TrainConfig,
+    pub schedule: Schedule,
+    pub params: Tensor,
+    pub grads: Tensor,
+    pub m: Tensor,
+    pub v: Tensor,
+    pub ema: Tensor,
+    pub loss: Tensor,
+    pub grad_sumsq: Tensor,
+    /// Steps completed.
+    pub step: usize,
+    net: UNet,
+    plan: Plan,
+    data: Tensor,
+    /// When the dataset does not fit one binding, batches are gathered on the CPU.
+    host_data: Option<Dataset>,
+    dataset_len: usize,
+    index: Tensor,
+    q: (QSample, usize),
+    adam_kernels: Vec<(usize, usize)>, // (kernel index, chunk length)
+    dropout_fwd: Vec<(usize, usize)>,
+    dropout_bwd: Vec<(usize, usize)>,
+}
+
+impl Trainer {
+    /// Build the run on `gpu`: upload the dataset (when it fits one binding), the weights and the
+    /// optimizer state, and record the training step.
+    pub fn new(
+        gpu: &Gpu,
+        model: &UNetConfig,
+        sched: &SchedulerConfig,
+        cfg: &TrainConfig,
+        dataset: Dataset,
+        weights: &[f32],
+    ) -> Result<Trainer> {
+        cfg.validate()?;
+        let table = ParamTable::new(model);
+        let size = model.sample_size();
+        if dataset.channels != model.in_channels || dataset.height != size || dataset.width != size {
+            bail!(
+                "dataset images are {}×{}×{} but the model expects {}×{size}×{size}",
+                dataset.channels,
+                dataset.height,
+                dataset.width,
+                model.in_channels
+            );
+        }
+        if model.in_channels != model.out_channels {
+            bail!(
+                "the model predicts ε, so out_channels ({}) must equal in_channels ({})",
+                model.out_channels,
+                model.in_channels
+            );
+        }
+        let schedule = Schedule::new(sched);
+        let n = cfg.batch_size;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
+        let total = table.total;
+        let params = gpu.tensor(&[total], weights);
+        let grads = gpu.zeros(&[total]);
+        let (m, v) = (gpu.zeros(&[total]), gpu.zeros(&[total]));
+        let ema = gpu.tensor(&[total], weights);
+        let net = UNet::new(gpu, model, &table, &params, Some(&grads), n)
+            .with_context(|| format!("building the U-Net for batch size {n}"))?;
+
+        // The dataset stays on the GPU when it fits one storage binding.
+        let (data, host_data) = if dataset.images.len() * 4 <= max_binding {
+            (
+                gpu.tensor(&[dataset.n, dataset.channels, size, size], &dataset.images),
+                None,
+            )
+        } else {
+            (gpu.zeros(&[n, dataset.channels, size, size]), Some(dataset.clone()))
+        };
+        let dataset_len = dataset.n;
+        let index = gpu.zeros(&[n]);
+        let table_t = gpu.tensor(&[schedule.betas.len(), 2], &schedule.q_sample_table());
+        let target = gpu.zeros(&[n, model.in_channels, size, size]);
+        let loss_t = gpu.zeros(&[1]);
+        let chunk_list = chunks(total, max_binding / 4);
+        let partials = gpu.zeros(&[chunk_list.len()]);
+        let grad_sumsq = gpu.zeros(&[1]);
+
+        let mut plan = Plan::new(gpu);
+        let qs = QSample {
+            batch: n,
+            channels: model.in_channels,
+            h: size,
+            w: size,
+            flip: cfg.flip,
+        };
+        let qk = q_sample::forward(
+            &mut plan,
+            &qs,
+            &data,
+            &index,
+            &net.timesteps,
+            &table_t,
+            &net.input,
+            &target,
+            0,
+        );
+        for &(o, len) in &chunk_list {
+            elementwise::fill(&mut plan, &grads.view(o, &[len]), 0.0);
+        }
+        let seeds_f = net.forward(&mut plan);
+        net.zero_grads(&mut plan);
+        loss::mse_forward_backward(&mut plan, net.output(), &target, &loss_t, net.d_output());
+        let seeds_b = net.backward(&mut plan);
+        // Global gradient norm² = Σ over chunks of each chunk's Σ g².
+        for (k, &(o, len)) in chunk_list.iter().enumerate() {
+            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(k, &[1]));
+        }
+        reduce::sum(&mut plan, &partials, &grad_sumsq);
+        let mut adam_kernels = Vec::new();
+        for &(o, len) in &chunk_list {
+            let hp = Self::adam_params(cfg, 0, len);
+            let view = |t: &Tensor| t.view(o, &[len]);
+            let k = adam::step(
+                &mut plan,
+                &view(&params),
+                &view(&grads),
+                &view(&m),
+                &view(&v),
+                &grad_sumsq,
+                &hp,
+            );
+            adam_kernels.push((k, len));
+        }
+        for &(o, len) in &chunk_list {
+            ema::update(
+                &mut plan,
+                &ema.view(o, &[len]),
+                &params.view(o, &[len]),
+                cfg.ema_decay as f32,
+            );
+        }
+        Ok(Trainer {
+            gpu: gpu.clone(),
+            model: model.clone(),
+            table,
+            cfg: cfg.clone(),
+            schedule,
+            params,
+            grads,
+            m,
+            v,
+            ema,
+            loss: loss_t,
+            grad_sumsq,
+            step: 0,
+            net,
+            plan,
+            data,
+            host_data,
+            dataset_len,
+            index,
+            q: (qs, qk),
+            adam_kernels,
+            dropout_fwd: seeds_f.forward,
+            dropout_bwd: seeds_b.backward,
+        })
+    }
+
+    /// Adam's scalars for 0-based `step` over a chunk of `len` parameters: AdamW when weight decay
+    /// is set, β = (0.9, 0.999), ε = 1e-8 (the paper's TensorFlow Adam defaults), clipping.
+    fn adam_params(cfg: &TrainConfig, step: usize, len: usize) -> AdamParams {
+        AdamParams {
+            weight_decay: cfg.weight_decay as f32,
+            decoupled: u32::from(cfg.weight_decay > 0.0),
+            max_norm: cfg.grad_clip as f32,
+            ..AdamParams::new(len, cfg.lr_at(step) as f32)
+        }
+        .at_step(step as u32 + 1)
+    }
+
+    /// The rows and timesteps of step `step`'s batch, drawn from `(seed, step)` only.
+    pub fn batch_draw(&self, step: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut rng = StdRng::seed_from_u64(step_seed(self.cfg.seed, step, 0) as u64 | ((step as u64) << 32));
+        let t_max = self.schedule.betas.len();
+        let rows = (0..self.cfg.batch_size)
+            .map(|_| rng.random_range(0..self.dataset_len))
+            .collect();
+        let ts = (0..self.cfg.batch_size).map(|_| rng.random_range(0..t_max)).collect();
+        (rows, ts)
+    }
+
+    /// Run one training step (queued; does not wait).
+    pub fn run_step(&mut self) {
+        let step = self.step;
+        let (rows, ts) = self.batch_draw(step);
+        let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        self.gpu.write(&self.net.timesteps, &t);
+        match &self.host_data {
+            None => self
+                .gpu
+                .write(&self.index, &rows.iter().map(|&r| r as f32).collect::<Vec<_>>()),
+            Some(ds) => {
+                self.gpu.write(&self.data, &ds.batch(&rows));
+                self.gpu
+                    .write(&self.index, &(0..rows.len()).map(|r| r as f32).collect::<Vec<_>>());
+            }
+        }
+        q_sample::set_seed(&self.plan, self.q.1, &self.q.0, step_seed(self.cfg.seed, step, 1));
+        let drop = self.model.dropout;
+        for (i, &(k, n)) in self.dropout_fwd.iter().enumerate() {
+            dropout::set_seed(&self.plan, k, n, drop, step_seed(self.cfg.seed, step, 100 + i as u64));
+        }
+        // The backward meets the dropout layers in reverse order.
+        for (i, &(k, n)) in self.dropout_bwd.iter().rev().enumerate() {
+            dropout::set_seed(&self.plan, k, n, drop, step_seed(self.cfg.seed, step, 100 + i as u64));
+        }
+        for &(k, len) in &self.adam_kernels {
+            self.plan.set_params(k, &Self::adam_params(&self.cfg, step, len));
+        }
+        self.plan.run();
+        self.step += 1;
+    }
+
+    /// The loss and gradient norm of the last step (waits for the GPU).
+    pub fn read_loss(&self) -> (f32, f32) {
+        (self.gpu.read(&self.loss)[0], self.gpu.read(&self.grad_sumsq)[0].sqrt())
+    }
+
+    /// Forward FLOPs of one batch (the training step costs about 3×).
+    pub fn forward_flops(&self) -> f64 {
+        self.net.forward_flops
+    }
+
+    pub fn read_params(&self) -> Vec<f32> {
+        self.gpu.read(&self.params)
+    }
+
+    pub fn read_ema(&self) -> Vec<f32> {
+        self.gpu.read(&self.ema)
+    }
+
+    /// Write the full training state (raw weights, Adam moments, EMA, step) atomically.
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let tensors = [
+            ("params", self.read_params()),
+            ("adam_m", self.gpu.read(&self.m)),
+            ("adam_v", self.gpu.read(&self.v)),
+            ("ema", self.read_ema()),
+        ];
+        let mut views = Vec::new();
+        for (name, data) in &tensors {
+            views.push((
+                name.to_string(),
+                TensorView::new(Dtype::F32, vec![data.len()], bytemuck::cast_slice(data))?,
+            ));
+        }
+        let meta = std::collections::HashMap::from([
+            ("step".to_string(), self.step.to_string()),
+            ("train_config".to_string(), serde_json::to_string(&self.cfg)?),
+            ("model_config".to_string(), self.model.to_json()),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))?;
+        crate::viz::write_atomic(path, &bytes)
+    }
+
+    /// Restore the state written by [`Trainer::save_state`]; the model must be the same.
+    pub fn load_state(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading training state {}", path.display()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid training state ({e})", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid training state ({e})", path.display()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let step: usize = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{}: no step recorded", path.display()))?;
+        for (name, dst) in [
+            ("params", &self.params),
+            ("adam_m", &self.m),
+            ("adam_v", &self.v),
+            ("ema", &self.ema),
+        ] {
+            let view = st
+                .tensor(name)
+                .map_err(|_| anyhow::anyhow!("{}: tensor '{name}' missing", path.display()))?;
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            if data.len() != dst.len() {
+                bail!(
+                    "{}: '{name}' has {} values, the model needs {} (different model config?)",
+                    path.display(),
+                    data.len(),
+                    dst.len()
+                );
+            }
+            self.gpu.write(dst, &data);
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Paths inside a run folder.
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn state(&self) -> PathBuf {
+        self.root.join("train_state.safetensors")
+    }
+    pub fn unet(&self) -> PathBuf {
+        self.root.join("unet")
+    }
+    pub fn scheduler(&self) -> PathBuf {
+        self.root.join("scheduler")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn train_config(&self) -> PathBuf {
+        self.root.join("train_config.json")
+    }
+}
