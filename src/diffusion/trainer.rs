@@ -69,10 +69,10 @@ impl TrainConfig {
         match preset {
             "mnist" | "tiny" => TrainConfig {
                 batch_size: 32,
-                steps: 3000,
+                steps: 2000,
                 lr: 1e-3,
                 warmup: 100,
-                ema_decay: 0.999,
+                ema_decay: 0.995,
                 flip: false,
                 log_every: 10,
                 checkpoint_every: 500,
