@@ -471,6 +471,7 @@ fn q_sample_matches_reference() {
             h,
             w,
             flip,
+            first: 0,
         };
         let to_f = |v: &[usize]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
         let (td, ti, tt) = (
@@ -513,6 +514,7 @@ fn q_sample_flips_and_gathers_the_right_images() {
         h,
         w,
         flip: true,
+        first: 0,
     };
     let x_t = gpu.zeros(&[b, c, h, w]);
     let eps = gpu.zeros(&[b, c, h, w]);
@@ -767,4 +769,55 @@ fn dropout_reference_backward_matches_finite_differences() {
     let w = to_f64(&random(60, 10));
     let f = |x: &[f64]| dot(&reference::dropout::forward(0.3, x, 5), &w);
     check_grad("dropout", &f, &x, &reference::dropout::backward(0.3, &w, 5), 60, FD_TOL);
+}
+
+#[test]
+fn q_sample_split_into_micro_batches_draws_the_same_numbers() {
+    // The trainer splits big batches into micro-batches; with `first` each image must get the
+    // same noise and flip as in the whole batch, bit for bit.
+    let gpu = gpu();
+    let sched = Schedule::new(&SchedulerConfig::paper());
+    let table = gpu.tensor(&[sched.len(), 2], &sched.q_sample_table());
+    let (b, c, h, w, mb) = (6usize, 2usize, 3usize, 5usize, 2usize);
+    let img = c * h * w;
+    let data = gpu.tensor(&[4, c, h, w], &random(4 * img, 77));
+    let index: Vec<f32> = (0..b).map(|i| (i % 4) as f32).collect();
+    let t: Vec<f32> = (0..b).map(|i| (i * 150) as f32).collect();
+    let whole = ops::q_sample::QSample {
+        batch: b,
+        channels: c,
+        h,
+        w,
+        flip: true,
+        first: 0,
+    };
+    let (x_all, e_all) = (gpu.zeros(&[b, c, h, w]), gpu.zeros(&[b, c, h, w]));
+    let mut p = Plan::new(&gpu);
+    let (ti, tt) = (gpu.tensor(&[b], &index), gpu.tensor(&[b], &t));
+    ops::q_sample::forward(&mut p, &whole, &data, &ti, &tt, &table, &x_all, &e_all, 5);
+    let mut parts = Vec::new();
+    for first in (0..b).step_by(mb) {
+        let s = ops::q_sample::QSample {
+            batch: mb,
+            first,
+            ..whole
+        };
+        let (x, e) = (gpu.zeros(&[mb, c, h, w]), gpu.zeros(&[mb, c, h, w]));
+        let ti = gpu.tensor(&[mb], &index[first..first + mb]);
+        let tt = gpu.tensor(&[mb], &t[first..first + mb]);
+        ops::q_sample::forward(&mut p, &s, &data, &ti, &tt, &table, &x, &e, 5);
+        parts.push((x, e));
+    }
+    p.run();
+    let (mut xs, mut es) = (Vec::new(), Vec::new());
+    for (x, e) in &parts {
+        xs.extend(gpu.read(x));
+        es.extend(gpu.read(e));
+    }
+    assert_eq!(
+        gpu.read(&x_all),
+        xs,
+        "x_t of micro-batches differs from the whole batch"
+    );
+    assert_eq!(gpu.read(&e_all), es, "ε of micro-batches differs from the whole batch");
 }

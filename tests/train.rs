@@ -107,3 +107,42 @@ fn sampling_gives_finite_images_of_the_right_shape() {
         "clipped samples stay in [-1, 1]"
     );
 }
+
+#[test]
+fn micro_batches_give_the_same_update_as_the_whole_batch() {
+    let gpu = gpu();
+    let (model, sched, cfg, ds) = setup(2);
+    let weights = ParamTable::new(&model).init(4);
+    let mut whole = Trainer::new(&gpu, &model, &sched, &cfg, ds.clone(), &weights).unwrap();
+    let split_cfg = TrainConfig {
+        micro_batch: 2,
+        ..cfg.clone()
+    };
+    let mut split = Trainer::new(&gpu, &model, &sched, &split_cfg, ds, &weights).unwrap();
+    assert_eq!((whole.micro_batch, split.micro_batch), (8, 2));
+    for _ in 0..2 {
+        whole.run_step();
+        split.run_step();
+        let (a, b) = (whole.read_loss(), split.read_loss());
+        assert!((a.0 - b.0).abs() <= 1e-6 * a.0.abs() + 1e-7, "loss {a:?} vs {b:?}");
+        assert!((a.1 - b.1).abs() <= 1e-5 * a.1.abs(), "gradient norm {a:?} vs {b:?}");
+    }
+    let (a, b) = (whole.read_params(), split.read_params());
+    let moved = to_f64(&a)
+        .iter()
+        .zip(&weights)
+        .map(|(x, &w)| (x - w as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    println!("parameters moved {moved:.3e}; whole vs 4 micro-batches differ by {diff:.3e}");
+    assert!(
+        diff <= 1e-4 * moved,
+        "micro-batched update differs: {diff:.3e} vs step size {moved:.3e}"
+    );
+}

@@ -67,6 +67,9 @@ pub struct TrainArgs {
     /// Sample a grid from the EMA weights every N steps (0 = only at the end).
     #[arg(long)]
     sample_every: Option<usize>,
+    /// Images per forward/backward pass (divides the batch); default: the largest that fits.
+    #[arg(long)]
+    micro_batch: Option<usize>,
     /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
     #[arg(long, default_value = "linear")]
     schedule: String,

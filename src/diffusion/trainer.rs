@@ -41,6 +41,9 @@ pub struct TrainConfig {
     /// Sample a grid from the EMA weights every N steps (0 = only at the end).
     pub sample_every: usize,
     pub sample_images: usize,
+    /// Images per forward/backward pass (must divide the batch); 0 = the largest that fits the
+    /// adapter. Gradients of the micro-batches accumulate into one update.
+    pub micro_batch: usize,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +62,7 @@ impl Default for TrainConfig {
             checkpoint_every: 5000,
             sample_every: 0,
             sample_images: 16,
+            micro_batch: 0,
         }
     }
 }
@@ -98,6 +102,13 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.micro_batch > 0 && !self.batch_size.is_multiple_of(self.micro_batch) {
+            bail!(
+                "--micro-batch {} must divide --batch-size {}",
+                self.micro_batch,
+                self.batch_size
+            );
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
@@ -142,26 +153,39 @@ pub struct Trainer {
     pub m: Tensor,
     pub v: Tensor,
     pub ema: Tensor,
-    pub loss: Tensor,
     pub grad_sumsq: Tensor,
     /// Steps completed.
     pub step: usize,
+    /// Images per forward/backward pass; the batch is `micro_batch × micro_batches.len()`.
+    pub micro_batch: usize,
     net: UNet,
     plan: Plan,
     data: Tensor,
     /// When the dataset does not fit one binding, batches are gathered on the CPU.
     host_data: Option<Dataset>,
     dataset_len: usize,
-    index: Tensor,
-    q: (QSample, usize),
+    micro_batches: Vec<MicroBatch>,
     adam_kernels: Vec<(usize, usize)>, // (kernel index, chunk length)
+}
+
+/// The per-micro-batch inputs and the kernels whose seeds change every step.
+struct MicroBatch {
+    /// Dataset rows (as f32) and timesteps of this micro-batch.
+    index: Tensor,
+    t: Tensor,
+    /// Its loss (one value; views of one buffer 64 elements apart, so each is aligned).
+    loss: Tensor,
+    q: (QSample, usize),
     dropout_fwd: Vec<(usize, usize)>,
     dropout_bwd: Vec<(usize, usize)>,
 }
 
 impl Trainer {
     /// Build the run on `gpu`: upload the dataset (when it fits one binding), the weights and the
-    /// optimizer state, and record the training step.
+    /// optimizer state, and record the training step. When a batch's activations would exceed
+    /// the adapter's storage binding, the batch is split into micro-batches whose gradients
+    /// accumulate (the backward kernels add into the gradient buffers), which gives the same
+    /// update as the whole batch at once.
     pub fn new(
         gpu: &Gpu,
         model: &UNetConfig,
@@ -197,8 +221,28 @@ impl Trainer {
         let grads = gpu.zeros(&[total]);
         let (m, v) = (gpu.zeros(&[total]), gpu.zeros(&[total]));
         let ema = gpu.tensor(&[total], weights);
-        let net = UNet::new(gpu, model, &table, &params, Some(&grads), n)
-            .with_context(|| format!("building the U-Net for batch size {n}"))?;
+
+        // The largest micro-batch dividing the batch whose activations fit the adapter.
+        let mut built = None;
+        let mut last_err = None;
+        let sizes: Vec<usize> = match cfg.micro_batch {
+            0 => (1..=n).rev().filter(|mb| n.is_multiple_of(*mb)).collect(),
+            mb => vec![mb],
+        };
+        for mb in sizes {
+            match UNet::new(gpu, model, &table, &params, Some(&grads), mb) {
+                Ok(net) => {
+                    built = Some((mb, net));
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some((mb, net)) = built else {
+            let e = last_err.expect("at least one micro-batch size was tried");
+            return Err(e.context(format!("no micro-batch of batch size {n} fits this adapter's limits")));
+        };
+        let k = n / mb;
 
         // The dataset stays on the GPU when it fits one storage binding.
         let (data, host_data) = if dataset.images.len() * 4 <= max_binding {
@@ -210,50 +254,58 @@ impl Trainer {
             (gpu.zeros(&[n, dataset.channels, size, size]), Some(dataset.clone()))
         };
         let dataset_len = dataset.n;
-        let index = gpu.zeros(&[n]);
         let table_t = gpu.tensor(&[schedule.betas.len(), 2], &schedule.q_sample_table());
-        let target = gpu.zeros(&[n, model.in_channels, size, size]);
-        let loss_t = gpu.zeros(&[1]);
+        let target = gpu.zeros(&[mb, model.in_channels, size, size]);
+        let losses = gpu.zeros(&[k * 64]);
         let chunk_list = chunks(total, max_binding / 4);
         let partials = gpu.zeros(&[chunk_list.len()]);
         let grad_sumsq = gpu.zeros(&[1]);
 
         let mut plan = Plan::new(gpu);
-        let qs = QSample {
-            batch: n,
-            channels: model.in_channels,
-            h: size,
-            w: size,
-            flip: cfg.flip,
-        };
-        let qk = q_sample::forward(
-            &mut plan,
-            &qs,
-            &data,
-            &index,
-            &net.timesteps,
-            &table_t,
-            &net.input,
-            &target,
-            0,
-        );
         for &(o, len) in &chunk_list {
             elementwise::fill(&mut plan, &grads.view(o, &[len]), 0.0);
         }
-        let seeds_f = net.forward(&mut plan);
-        net.zero_grads(&mut plan);
-        loss::mse_forward_backward(&mut plan, net.output(), &target, &loss_t, net.d_output());
-        let seeds_b = net.backward(&mut plan);
+        let mut micro_batches = Vec::new();
+        for c in 0..k {
+            let (index, t, loss) = (gpu.zeros(&[mb]), gpu.zeros(&[mb]), losses.view(c * 64, &[1]));
+            let qs = QSample {
+                batch: mb,
+                channels: model.in_channels,
+                h: size,
+                w: size,
+                flip: cfg.flip,
+                first: c * mb,
+            };
+            // x₀ gathered from the dataset, ε drawn, x_t = √ᾱ x₀ + √(1−ᾱ) ε (eq. 4).
+            let qk = q_sample::forward(&mut plan, &qs, &data, &index, &t, &table_t, &net.input, &target, 0);
+            elementwise::copy(&mut plan, &t, &net.timesteps);
+            let seeds_f = net.forward(&mut plan);
+            net.zero_grads(&mut plan);
+            // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/k of the batch's.
+            loss::mse_forward_backward(&mut plan, net.output(), &target, &loss, net.d_output());
+            if k > 1 {
+                elementwise::scale(&mut plan, 1.0 / k as f32, net.d_output(), net.d_output());
+            }
+            let seeds_b = net.backward(&mut plan);
+            micro_batches.push(MicroBatch {
+                index,
+                t,
+                loss,
+                q: (qs, qk),
+                dropout_fwd: seeds_f.forward,
+                dropout_bwd: seeds_b.backward,
+            });
+        }
         // Global gradient norm² = Σ over chunks of each chunk's Σ g².
-        for (k, &(o, len)) in chunk_list.iter().enumerate() {
-            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(k, &[1]));
+        for (i, &(o, len)) in chunk_list.iter().enumerate() {
+            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(i, &[1]));
         }
         reduce::sum(&mut plan, &partials, &grad_sumsq);
         let mut adam_kernels = Vec::new();
         for &(o, len) in &chunk_list {
             let hp = Self::adam_params(cfg, 0, len);
             let view = |t: &Tensor| t.view(o, &[len]);
-            let k = adam::step(
+            let idx = adam::step(
                 &mut plan,
                 &view(&params),
                 &view(&grads),
@@ -262,7 +314,7 @@ impl Trainer {
                 &grad_sumsq,
                 &hp,
             );
-            adam_kernels.push((k, len));
+            adam_kernels.push((idx, len));
         }
         for &(o, len) in &chunk_list {
             ema::update(
@@ -283,19 +335,16 @@ impl Trainer {
             m,
             v,
             ema,
-            loss: loss_t,
             grad_sumsq,
             step: 0,
+            micro_batch: mb,
             net,
             plan,
             data,
             host_data,
             dataset_len,
-            index,
-            q: (qs, qk),
+            micro_batches,
             adam_kernels,
-            dropout_fwd: seeds_f.forward,
-            dropout_bwd: seeds_b.backward,
         })
     }
 
@@ -326,26 +375,31 @@ impl Trainer {
     pub fn run_step(&mut self) {
         let step = self.step;
         let (rows, ts) = self.batch_draw(step);
-        let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
-        self.gpu.write(&self.net.timesteps, &t);
-        match &self.host_data {
-            None => self
-                .gpu
-                .write(&self.index, &rows.iter().map(|&r| r as f32).collect::<Vec<_>>()),
-            Some(ds) => {
-                self.gpu.write(&self.data, &ds.batch(&rows));
-                self.gpu
-                    .write(&self.index, &(0..rows.len()).map(|r| r as f32).collect::<Vec<_>>());
-            }
+        let mb = self.micro_batch;
+        if let Some(ds) = &self.host_data {
+            self.gpu.write(&self.data, &ds.batch(&rows));
         }
-        q_sample::set_seed(&self.plan, self.q.1, &self.q.0, step_seed(self.cfg.seed, step, 1));
         let drop = self.model.dropout;
-        for (i, &(k, n)) in self.dropout_fwd.iter().enumerate() {
-            dropout::set_seed(&self.plan, k, n, drop, step_seed(self.cfg.seed, step, 100 + i as u64));
-        }
-        // The backward meets the dropout layers in reverse order.
-        for (i, &(k, n)) in self.dropout_bwd.iter().rev().enumerate() {
-            dropout::set_seed(&self.plan, k, n, drop, step_seed(self.cfg.seed, step, 100 + i as u64));
+        let seed = self.cfg.seed;
+        for (c, micro) in self.micro_batches.iter().enumerate() {
+            let range = c * mb..(c + 1) * mb;
+            let t: Vec<f32> = ts[range.clone()].iter().map(|&t| t as f32).collect();
+            let index: Vec<f32> = match &self.host_data {
+                None => rows[range].iter().map(|&r| r as f32).collect(),
+                Some(_) => range.map(|r| r as f32).collect(),
+            };
+            self.gpu.write(&micro.t, &t);
+            self.gpu.write(&micro.index, &index);
+            // Every micro-batch draws from the step's one noise stream (QSample::first).
+            q_sample::set_seed(&self.plan, micro.q.1, &micro.q.0, step_seed(seed, step, 1));
+            let stream = (c as u64) << 16;
+            for (i, &(k, n)) in micro.dropout_fwd.iter().enumerate() {
+                dropout::set_seed(&self.plan, k, n, drop, step_seed(seed, step, 100 + i as u64 + stream));
+            }
+            // The backward meets the dropout layers in reverse order.
+            for (i, &(k, n)) in micro.dropout_bwd.iter().rev().enumerate() {
+                dropout::set_seed(&self.plan, k, n, drop, step_seed(seed, step, 100 + i as u64 + stream));
+            }
         }
         for &(k, len) in &self.adam_kernels {
             self.plan.set_params(k, &Self::adam_params(&self.cfg, step, len));
@@ -356,7 +410,14 @@ impl Trainer {
 
     /// The loss and gradient norm of the last step (waits for the GPU).
     pub fn read_loss(&self) -> (f32, f32) {
-        (self.gpu.read(&self.loss)[0], self.gpu.read(&self.grad_sumsq)[0].sqrt())
+        let k = self.micro_batches.len();
+        let loss = self
+            .micro_batches
+            .iter()
+            .map(|m| self.gpu.read(&m.loss)[0])
+            .sum::<f32>()
+            / k as f32;
+        (loss, self.gpu.read(&self.grad_sumsq)[0].sqrt())
     }
 
     /// Forward FLOPs of one batch (the training step costs about 3×).

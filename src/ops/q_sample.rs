@@ -13,6 +13,9 @@ pub struct QSample {
     pub h: usize,
     pub w: usize,
     pub flip: bool,
+    /// Index of this batch's first image within a larger batch split into micro-batches: image
+    /// b draws the noise and flip coin of image `first + b`, so splitting changes no number.
+    pub first: usize,
 }
 
 impl QSample {
@@ -34,6 +37,7 @@ struct Params {
     w: u32,
     flip: u32,
     seed: u32,
+    first: u32,
 }
 
 fn params(s: &QSample, seed: u32) -> Params {
@@ -43,6 +47,7 @@ fn params(s: &QSample, seed: u32) -> Params {
         w: s.w as u32,
         flip: s.flip as u32,
         seed,
+        first: s.first as u32,
     }
 }
 
