@@ -79,6 +79,13 @@ pub fn run(opts: &GpuOptions, args: &InfoArgs) -> Result<()> {
             one.activation_bytes as f64 / (1 << 20) as f64,
             infer.activation_bytes as f64 / (1 << 20) as f64
         );
+        let per_pass = l.max_storage_buffer_binding_size as usize / one.largest_activation_bytes.max(1);
+        println!(
+            "  largest activation {:.2} MiB per image: at most {per_pass} images per pass within the {} MiB binding limit \
+             (`train` splits larger batches into micro-batches)",
+            one.largest_activation_bytes as f64 / (1 << 20) as f64,
+            l.max_storage_buffer_binding_size >> 20
+        );
     }
     Ok(())
 }

@@ -70,6 +70,9 @@ pub struct TrainArgs {
     /// Images per forward/backward pass (divides the batch); default: the largest that fits.
     #[arg(long)]
     micro_batch: Option<usize>,
+    /// Images in the sample grids (0: no sampling).
+    #[arg(long)]
+    sample_images: Option<usize>,
     /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
     #[arg(long, default_value = "linear")]
     schedule: String,
@@ -98,7 +101,9 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
         flip,
         log_every,
         checkpoint_every,
-        sample_every
+        sample_every,
+        sample_images,
+        micro_batch
     );
     cfg.validate()?;
     Ok(cfg)
@@ -203,7 +208,10 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         trainer.run_step();
         let step = trainer.step;
         let last = step == cfg.steps;
-        if step % cfg.log_every == 0 || last || stop.load(Ordering::SeqCst) {
+        let interrupted = stop.load(Ordering::SeqCst);
+        let save = last || interrupted || step % cfg.checkpoint_every == 0;
+        // The loss is always checked before a checkpoint, so a diverged state is never saved.
+        if step % cfg.log_every == 0 || save {
             let (loss, grad_norm) = trainer.read_loss();
             if !loss.is_finite() || !grad_norm.is_finite() {
                 bar.abandon();
@@ -226,11 +234,10 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             bar.set_message(format!("loss {loss:.4}  {ips:.1} img/s  {gflops:.1} GFLOP/s"));
         }
         bar.set_position(step as u64);
-        let interrupted = stop.load(Ordering::SeqCst);
-        if last || interrupted || step % cfg.checkpoint_every == 0 {
+        if save {
             checkpoint(&trainer, &run)?;
         }
-        if !last && cfg.sample_every > 0 && step % cfg.sample_every == 0 {
+        if !last && cfg.sample_every > 0 && cfg.sample_images > 0 && step % cfg.sample_every == 0 {
             sample_grid(&gpu, &trainer, &sched, &run, step)?;
         }
         if interrupted {
@@ -240,7 +247,9 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         }
     }
     bar.finish();
-    sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+    if cfg.sample_images > 0 && trainer.step > 0 {
+        sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+    }
     eprintln!("done: {}", run.root.display());
     Ok(())
 }

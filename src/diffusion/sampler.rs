@@ -35,7 +35,11 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, weights: &Tensor, images: usize) -> Result<Sampler> {
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let net = UNet::new(gpu, cfg, table, weights, None, images)?;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            anyhow::bail!("out of GPU memory for {images} images at once ({e}); ask for fewer images");
+        }
         let shape = net.input.shape().to_vec();
         let (x_prev, x0_pred) = (gpu.zeros(&shape), gpu.zeros(&shape));
         let mut init = Plan::new(gpu);

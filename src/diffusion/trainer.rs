@@ -103,6 +103,9 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
+        if self.log_every == 0 || self.checkpoint_every == 0 {
+            bail!("--log-every and --checkpoint-every must be at least 1");
+        }
         if self.micro_batch > 0 && !self.batch_size.is_multiple_of(self.micro_batch) {
             bail!(
                 "--micro-batch {} must divide --batch-size {}",
@@ -230,12 +233,17 @@ impl Trainer {
             mb => vec![mb],
         };
         for mb in sizes {
-            match UNet::new(gpu, model, &table, &params, Some(&grads), mb) {
-                Ok(net) => {
+            // Out-of-memory while allocating activations is caught and a smaller size tried.
+            let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let net = UNet::new(gpu, model, &table, &params, Some(&grads), mb);
+            let oom = pollster::block_on(scope.pop());
+            match (net, oom) {
+                (Ok(net), None) => {
                     built = Some((mb, net));
                     break;
                 }
-                Err(e) => last_err = Some(e),
+                (Err(e), _) => last_err = Some(e),
+                (Ok(_), Some(e)) => last_err = Some(anyhow::anyhow!("out of GPU memory for {mb} images per pass: {e}")),
             }
         }
         let Some((mb, net)) = built else {

@@ -39,8 +39,9 @@ struct Builder<'a> {
     grads: Option<&'a Tensor>,
     dummy: Tensor,
     max_binding: usize,
-    /// Bytes of activations (and their gradients) allocated.
+    /// Bytes of activations (and their gradients) allocated, and of the largest one.
     bytes: usize,
+    largest: usize,
     flops: f64,
 }
 
@@ -68,6 +69,7 @@ impl Builder<'_> {
             );
         }
         self.bytes += bytes;
+        self.largest = self.largest.max(bytes);
         Ok(self.gpu.zeros(shape))
     }
 
@@ -586,8 +588,9 @@ pub struct UNet {
     pub input: Tensor,
     /// Timesteps (N) as f32 integers; write before running the forward.
     pub timesteps: Tensor,
-    /// Bytes of activations allocated, and forward FLOPs per batch.
+    /// Bytes of activations allocated, the largest single activation, and forward FLOPs per batch.
     pub activation_bytes: usize,
+    pub largest_activation_bytes: usize,
     pub forward_flops: f64,
     t_proj: Tensor,
     linear_1: Linear,
@@ -630,6 +633,7 @@ impl UNet {
             dummy: gpu.zeros(&[1]),
             max_binding: gpu.limits.max_storage_buffer_binding_size as usize,
             bytes: 0,
+            largest: 0,
             flops: 0.0,
         };
         let n = batch;
@@ -813,6 +817,7 @@ impl UNet {
             input,
             timesteps,
             activation_bytes: b.bytes,
+            largest_activation_bytes: b.largest,
             forward_flops: b.flops,
             t_proj,
             linear_1,

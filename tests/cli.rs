@@ -1,0 +1,206 @@
+//! The command line on bad input (one clear error naming what is wrong, exit code 1, never a
+//! panic, nothing saved damaged) and a whole tiny train → resume → sample round trip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ddpm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .args(args)
+        .output()
+        .expect("running ddpm-gpu")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ddpm-gpu-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The command fails with exit code 1 and an error mentioning every one of `needles`.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = ddpm(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{args:?} → {}", err.trim());
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail cleanly: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: error should mention '{n}': {err}");
+    }
+}
+
+const TINY: &[&str] = &["train", "--model", "tiny", "--sample-images", "0"];
+
+fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(more).copied().collect()
+}
+
+#[test]
+fn bad_training_input_gets_one_clear_error() {
+    let dir = tmp("bad");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    fails_with(
+        &with(TINY, &["--data", "/no/such/data", "--out", out]),
+        &["/no/such/data"],
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(
+        &with(TINY, &["--data", empty.to_str().unwrap(), "--out", out]),
+        &["no .png/.jpg/.jpeg images"],
+    );
+    let bad_img = dir.join("imgs");
+    std::fs::create_dir_all(&bad_img).unwrap();
+    std::fs::write(bad_img.join("broken.png"), b"not a png").unwrap();
+    fails_with(
+        &with(TINY, &["--data", bad_img.to_str().unwrap(), "--out", out]),
+        &["broken.png"],
+    );
+    fails_with(&["train", "--model", "no-such-preset"], &["no-such-preset"]);
+    fails_with(&with(TINY, &["--batch-size", "0"]), &["--batch-size"]);
+    fails_with(
+        &with(TINY, &["--batch-size", "6", "--micro-batch", "4"]),
+        &["--micro-batch"],
+    );
+    fails_with(&with(TINY, &["--schedule", "quadratic"]), &["--schedule"]);
+    fails_with(&["train", "--resume", "/no/such/run"], &["/no/such/run"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn write_model(dir: &Path, preset: &str) {
+    let cfg = ddpm_gpu::model::UNetConfig::preset(preset).unwrap();
+    let table = ddpm_gpu::model::ParamTable::new(&cfg);
+    ddpm_gpu::model::save_folder(dir, &cfg, &table, &table.init(0)).unwrap();
+}
+
+#[test]
+fn bad_model_folders_get_one_clear_error() {
+    let dir = tmp("models");
+    fails_with(&["sample", "--model", "/no/such/model"], &["/no/such/model"]);
+    // A truncated weights file.
+    let trunc = dir.join("trunc");
+    write_model(&trunc, "tiny");
+    let w = trunc.join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() - 100]).unwrap();
+    fails_with(
+        &["sample", "--model", trunc.to_str().unwrap()],
+        &["diffusion_pytorch_model.safetensors"],
+    );
+    // A config that does not match the weights.
+    let mismatch = dir.join("mismatch");
+    write_model(&mismatch, "tiny");
+    let other = dir.join("other");
+    write_model(&other, "mnist");
+    std::fs::copy(other.join("config.json"), mismatch.join("config.json")).unwrap();
+    fails_with(&["sample", "--model", mismatch.to_str().unwrap()], &["do not match"]);
+    // A config with an unsupported value.
+    let cfg_path = other.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"silu\"", "\"gelu\"");
+    std::fs::write(&cfg_path, text).unwrap();
+    fails_with(&["sample", "--model", other.to_str().unwrap()], &["act_fn"]);
+    fails_with(
+        &["sample", "--model", trunc.to_str().unwrap(), "--variance", "huge"],
+        &["--variance"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn diverging_training_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tmp("nan");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    // A learning rate of 1e30 makes the weights overflow within a few steps.
+    let args = with(
+        TINY,
+        &[
+            "--out",
+            run_s,
+            "--lr",
+            "1e30",
+            "--warmup",
+            "0",
+            "--steps",
+            "30",
+            "--batch-size",
+            "4",
+        ],
+    );
+    let args = with(
+        &args,
+        &["--log-every", "1", "--checkpoint-every", "1", "--grad-clip", "0"],
+    );
+    fails_with(&args, &["loss became", "last good checkpoint"]);
+    // The saved state is a finite one.
+    let (_, _, flat) = ddpm_gpu::model::load_folder(&run.join("unet")).unwrap();
+    assert!(flat.iter().all(|v| v.is_finite()), "the kept checkpoint must be finite");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_resume_and_sample_from_the_command_line() {
+    let dir = tmp("ok");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let train = with(
+        TINY,
+        &["--out", run_s, "--steps", "3", "--batch-size", "4", "--log-every", "1"],
+    );
+    let out = ddpm(&train);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    for f in [
+        "train_state.safetensors",
+        "train_config.json",
+        "model_index.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let out = ddpm(&["train", "--resume", run_s, "--steps", "5", "--sample-images", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5], "metrics continue where the run stopped");
+    let png = dir.join("grid.png");
+    let each = dir.join("each");
+    let out = ddpm(&[
+        "sample",
+        "--model",
+        run_s,
+        "--images",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+        "--each",
+        each.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = image::open(&png).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (2 * 8 * 2 + 2, 8 * 2),
+        "2 images of 8×8 at scale 2 in one row"
+    );
+    assert!(each.join("00001.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
