@@ -204,3 +204,63 @@ fn train_resume_and_sample_from_the_command_line() {
     assert!(each.join("00001.png").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let dir = tmp("sigint");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let args = with(
+        TINY,
+        &[
+            "--out",
+            run_s,
+            "--steps",
+            "100000",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "1",
+        ],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way, then interrupt it as Ctrl-C does.
+    let metrics = run.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(start.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Ctrl-C should exit cleanly: {err}");
+    assert!(err.contains("--resume"), "says how to resume: {err}");
+    let state = std::fs::read(run.join("train_state.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&state).unwrap();
+    let step: usize = meta.metadata().as_ref().unwrap()["step"].parse().unwrap();
+    assert!(step >= 2, "the checkpoint holds the steps done ({step})");
+    let out = ddpm(&[
+        "train",
+        "--resume",
+        run_s,
+        "--steps",
+        &(step + 1).to_string(),
+        "--sample-images",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

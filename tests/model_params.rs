@@ -125,3 +125,40 @@ fn init_follows_the_paper() {
         .all(|v| v.abs() < 1e-4));
     assert!(get("conv_out.weight").iter().all(|v| v.abs() < 1e-4));
 }
+
+#[test]
+fn legacy_attention_names_load() {
+    // Old diffusers checkpoints name the attention projections query/key/value/proj_attn.
+    let cfg = UNetConfig::preset("tiny").unwrap();
+    let table = ParamTable::new(&cfg);
+    let flat = table.init(5);
+    let mut legacy = Vec::new();
+    for e in &table.entries {
+        let name = e
+            .name
+            .replace(".to_q.", ".query.")
+            .replace(".to_k.", ".key.")
+            .replace(".to_v.", ".value.")
+            .replace(".to_out.0.", ".proj_attn.");
+        let data: Vec<u8> = bytemuck::cast_slice(&flat[e.offset..e.offset + e.len()]).to_vec();
+        legacy.push((name, e.shape.clone(), data));
+    }
+    assert!(
+        legacy.iter().any(|(n, _, _)| n.contains(".proj_attn.")),
+        "the tiny preset has attention"
+    );
+    let views: Vec<(String, safetensors::tensor::TensorView)> = legacy
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("ddpm-gpu-legacy-{}.safetensors", std::process::id()));
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let loaded = load_weights(&path, &table).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(loaded, flat);
+}
