@@ -223,7 +223,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
             "1",
         ],
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
