@@ -162,3 +162,19 @@ fn legacy_attention_names_load() {
     std::fs::remove_file(&path).unwrap();
     assert_eq!(loaded, flat);
 }
+
+#[test]
+fn the_published_cifar10_config_loads_and_matches_the_preset() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ddpm-cifar10-32.config.json");
+    let published = UNetConfig::load(&path).unwrap();
+    let preset = UNetConfig::preset("ddpm-cifar10").unwrap();
+    // The hub config has no dropout entry (0.0); the paper trained with 0.1, which the preset sets.
+    assert_eq!(
+        published,
+        UNetConfig {
+            dropout: 0.0,
+            num_train_timesteps: published.num_train_timesteps,
+            ..preset
+        }
+    );
+}
