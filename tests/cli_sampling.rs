@@ -98,7 +98,20 @@ fn sample_interpolate_and_eval_commands() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(dims(&strip), (5 * 16 + 4 * 2, 16));
 
-    let o = run(&["eval", "--model", model, "--images", "2", "--timesteps-per-image", "4"]);
+    let csv = dir.join("rd.csv");
+    let o = run(&[
+        "eval",
+        "--model",
+        model,
+        "--images",
+        "3",
+        "--batch-size",
+        "2",
+        "--timesteps-per-image",
+        "4",
+        "--rate-distortion",
+        csv.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     println!("{stdout}");
@@ -110,6 +123,13 @@ fn sample_interpolate_and_eval_commands() {
         .expect("a bits/dim line");
     assert!(bpd.is_finite() && bpd > 0.0);
     assert!(stdout.contains("ESTIMATE: 4 of the 19 middle timesteps"));
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        1 + 5,
+        "header + 4 middle timesteps + t = 0:\n{rows}"
+    );
+    assert!(dir.join("rd_distortion.png").exists() && dir.join("rd_rate.png").exists());
 
     let m = ["--model", model];
     let with = |cmd: &str, extra: &[&'static str]| -> Vec<String> {

@@ -8,7 +8,9 @@ use common::*;
 
 use ddpm_gpu::data::{self, Source};
 use ddpm_gpu::diffusion::ddim::{step_coefs, step_pairs, DdimOptions, Spacing};
-use ddpm_gpu::diffusion::eval::{bits_per_dim, interpolate, lambdas, middle_timesteps, BpdOptions, EpsNet};
+use ddpm_gpu::diffusion::eval::{
+    bits_per_dim, interpolate, lambdas, middle_timesteps, rate_distortion, Bpd, BpdOptions, EpsNet,
+};
 use ddpm_gpu::diffusion::sampler::{ddim_chain, ddpm_chain, SampleOptions, Sampler, Update};
 use ddpm_gpu::diffusion::schedule::{Schedule, SchedulerConfig, VarianceType};
 use ddpm_gpu::diffusion::trainer::step_seed;
@@ -285,6 +287,35 @@ fn bits_per_dim_sums_the_terms_of_a_cpu_loop() {
     assert!(got.exact && got.middle_timesteps.len() == 19);
     assert!(worst <= BPD_TOL);
     assert!(got.total.is_finite() && got.total > 0.0 && got.per_image.iter().all(|v| *v > 0.0));
+
+    // Rate-distortion: a receiver at x_{T−1} holds the prior's bits, at x_0 all but the decoder's.
+    let rd = rate_distortion(&got);
+    assert_eq!(rd.len(), 20);
+    assert_eq!((rd[0].0, rd[0].1), (19, got.prior));
+    assert_eq!(rd[19].0, 0);
+    assert!((rd[19].1 - (got.prior + got.middle)).abs() <= 1e-12 * got.total);
+    assert!(rd.windows(2).all(|p| p[1].1 >= p[0].1), "the rate grows as t falls");
+    assert!(rd.iter().all(|p| p.2.is_finite() && (0.0..=255.0).contains(&p.2)));
+    println!(
+        "distortion (RMSE on [0, 255]) at t = 19: {:.1}, at t = 0: {:.1}",
+        rd[0].2, rd[19].2
+    );
+    // Batches combine into means weighted by their number of images.
+    let halves = [
+        Bpd {
+            per_image: vec![1.0, 2.0],
+            total: 1.5,
+            ..got.clone()
+        },
+        Bpd {
+            per_image: vec![6.0],
+            total: 6.0,
+            ..got.clone()
+        },
+    ];
+    let both = Bpd::combine(&halves);
+    assert_eq!(both.per_image, vec![1.0, 2.0, 6.0]);
+    assert!((both.total - 3.0).abs() < 1e-12 && (both.middle - got.middle).abs() < 1e-12);
 
     // The strided estimate: 5 of the 19 middle terms, weighted 19/5, the same prior and decoder.
     let est = bits_per_dim(

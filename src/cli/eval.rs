@@ -2,16 +2,17 @@
 //! the paper: L_T + Σ L_{t−1} + L_0, eq. 5), the ε of every timestep from the U-Net on the GPU,
 //! the terms on the CPU (`diffusion::eval`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use ddpm_gpu::data::{self, Source};
-use ddpm_gpu::diffusion::eval::{bits_per_dim, BpdOptions, EpsNet};
+use ddpm_gpu::diffusion::eval::{bits_per_dim, rate_distortion, Bpd, BpdOptions, EpsNet};
 use ddpm_gpu::diffusion::schedule::Schedule;
 use ddpm_gpu::diffusion::vlb::VlbOptions;
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::load_folder;
+use ddpm_gpu::viz::{self, PlotOptions, YScale};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
@@ -40,6 +41,11 @@ pub struct EvalArgs {
     /// Evaluate every timestep (the same as --timesteps-per-image all).
     #[arg(long)]
     all_timesteps: bool,
+    /// Also write the rate (bits/dim received) and distortion (RMSE of x̂₀ on [0, 255]) of
+    /// progressive coding at each evaluated timestep (Figure 5 of the paper) to this CSV file, and
+    /// plots of both against the reverse steps to <stem>_distortion.png and <stem>_rate.png.
+    #[arg(long, value_name = "CSV")]
+    rate_distortion: Option<PathBuf>,
     /// Seed of the noise of q(x_t|x₀).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -58,6 +64,43 @@ fn middle_count(args: &EvalArgs, t_count: usize) -> Result<Option<usize>> {
             _ => bail!("--timesteps-per-image {s}: expected \"all\" or a positive number of timesteps"),
         },
     }
+}
+
+/// The CSV and the two plots of `--rate-distortion`.
+fn write_rate_distortion(path: &Path, r: &Bpd, t_count: usize) -> Result<()> {
+    let points = rate_distortion(r);
+    let mut csv = String::from("t,reverse_steps,rate_bits_per_dim,distortion_rmse\n");
+    for &(t, rate, d) in &points {
+        csv += &format!("{t},{},{rate:.6},{d:.6}\n", t_count - t);
+    }
+    viz::write_atomic(path, csv.as_bytes())?;
+    let steps: Vec<usize> = points.iter().map(|p| t_count - p.0).collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plot = PlotOptions {
+        smooth: 1,
+        y_scale: YScale::Linear,
+        ..PlotOptions::default()
+    };
+    for (name, values, title) in [
+        (
+            "distortion",
+            points.iter().map(|p| p.2).collect::<Vec<_>>(),
+            "distortion (RMSE) vs reverse steps",
+        ),
+        (
+            "rate",
+            points.iter().map(|p| p.1).collect(),
+            "rate (bits/dim) vs reverse steps",
+        ),
+    ] {
+        let png = path.with_file_name(format!("{stem}_{name}.png"));
+        viz::save_loss_curve_with(&png, &steps, &values, title, &plot)?;
+    }
+    eprintln!("wrote {} and its plots", path.display());
+    Ok(())
 }
 
 pub fn run(opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
@@ -107,42 +150,37 @@ pub fn run(opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} network evaluations [{elapsed_precise} < {eta_precise}]")
             .expect("template"),
     );
-    let (mut prior, mut mid, mut dec) = (0.0, 0.0, 0.0);
-    let mut exact = true;
-    let mut evaluated = 0;
+    let mut parts = Vec::new();
     for (b, rows) in batches.iter().enumerate() {
         let mut net = EpsNet::new(&gpu, &cfg, &table, &weights, rows.len())?;
-        let r = bits_per_dim(
+        parts.push(bits_per_dim(
             &schedule,
             &ds.batch(rows),
             rows.len(),
             &bpd_opts,
             |t, x_t| net.eps(t, x_t),
             |i, _| bar.set_position((b * evals_per_batch + i) as u64),
-        );
-        let w = rows.len() as f64;
-        prior += r.prior * w;
-        mid += r.middle * w;
-        dec += r.decoder * w;
-        exact = r.exact;
-        evaluated = r.middle_timesteps.len();
+        ));
     }
     bar.finish();
-    let n = args.images as f64;
-    let (prior, mid, dec) = (prior / n, mid / n, dec / n);
-    let what = if exact {
-        format!("all {} timesteps", t_count)
+    let r = Bpd::combine(&parts);
+    let what = if r.exact {
+        format!("all {t_count} timesteps")
     } else {
+        let k = r.middle_timesteps.len();
         format!(
-            "ESTIMATE: {evaluated} of the {} middle timesteps, each weighted {:.2}; --all-timesteps for the exact sum",
+            "ESTIMATE: {k} of the {} middle timesteps, each weighted {:.2}; --all-timesteps for the exact sum",
             t_count - 1,
-            (t_count - 1) as f64 / evaluated as f64
+            (t_count - 1) as f64 / k as f64
         )
     };
     println!("images {}..{} of {}", args.offset, args.offset + args.images, args.data);
-    println!("bits/dim        {:.4}   ({what})", prior + mid + dec);
-    println!("  prior   L_T   {prior:.6}");
-    println!("  Σ L_t-1       {mid:.4}");
-    println!("  decoder L_0   {dec:.4}");
+    println!("bits/dim        {:.4}   ({what})", r.total);
+    println!("  prior   L_T   {:.6}", r.prior);
+    println!("  Σ L_t-1       {:.4}", r.middle);
+    println!("  decoder L_0   {:.4}", r.decoder);
+    if let Some(path) = &args.rate_distortion {
+        write_rate_distortion(path, &r, t_count)?;
+    }
     Ok(())
 }

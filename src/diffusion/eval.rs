@@ -65,6 +65,66 @@ pub struct Bpd {
     pub middle_timesteps: Vec<usize>,
     /// True when every middle timestep was evaluated (the sum is exact, not an estimate).
     pub exact: bool,
+    /// What each evaluated timestep gave, in evaluation order (middle timesteps ascending, then 0).
+    pub per_timestep: Vec<TimestepStats>,
+}
+
+/// One evaluated timestep of [`bits_per_dim`], means over the images.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimestepStats {
+    pub t: usize,
+    /// The weight of its term in the sum ((T − 1)/K for an estimate, else 1).
+    pub weight: f64,
+    /// The term (KL, or the decoder's −log p at t = 0) in bits/dim, unweighted.
+    pub term: f64,
+    /// RMSE between x₀ and the clipped prediction x̂₀(x_t) = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε_θ, on the
+    /// 8-bit scale [0, 255] (the distortion of Figure 5).
+    pub distortion: f64,
+}
+
+impl Bpd {
+    /// The results of several batches of images (evaluated with the same options) as one: means
+    /// weighted by the number of images, distortions combined as root mean squares.
+    pub fn combine(parts: &[Bpd]) -> Bpd {
+        assert!(!parts.is_empty(), "eval: nothing to combine");
+        let n: f64 = parts.iter().map(|p| p.per_image.len() as f64).sum();
+        let mean = |f: &dyn Fn(&Bpd) -> f64| parts.iter().map(|p| f(p) * p.per_image.len() as f64).sum::<f64>() / n;
+        let per_timestep = (0..parts[0].per_timestep.len())
+            .map(|k| TimestepStats {
+                term: mean(&|p| p.per_timestep[k].term),
+                distortion: mean(&|p| p.per_timestep[k].distortion.powi(2)).sqrt(),
+                ..parts[0].per_timestep[k]
+            })
+            .collect();
+        Bpd {
+            prior: mean(&|p| p.prior),
+            middle: mean(&|p| p.middle),
+            decoder: mean(&|p| p.decoder),
+            total: mean(&|p| p.total),
+            per_image: parts.iter().flat_map(|p| p.per_image.iter().copied()).collect(),
+            middle_timesteps: parts[0].middle_timesteps.clone(),
+            exact: parts[0].exact,
+            per_timestep,
+        }
+    }
+}
+
+/// Rate and distortion of progressive lossy coding (§4.3, Figure 5) from a [`Bpd`]: for each
+/// evaluated timestep t, descending, (t, rate, distortion), where the rate is the bits/dim a
+/// receiver holding x_t has received, L_T + Σ_{s > t} (weighted) term(s), and the distortion is
+/// that of x̂₀(x_t).
+pub fn rate_distortion(bpd: &Bpd) -> Vec<(usize, f64, f64)> {
+    let mut stats = bpd.per_timestep.clone();
+    stats.sort_by(|a, b| b.t.cmp(&a.t));
+    let mut rate = bpd.prior;
+    stats
+        .iter()
+        .map(|s| {
+            let point = (s.t, rate, s.distortion);
+            rate += s.weight * s.term;
+            point
+        })
+        .collect()
 }
 
 /// The noise ε of timestep t for every image: normals of the stream (seed, t).
@@ -106,22 +166,32 @@ pub fn bits_per_dim(
     // (timestep, weight): the middle terms, then the decoder.
     let evals: Vec<(usize, f64)> = ts.iter().map(|&t| (t, weight)).chain([(0, 1.0)]).collect();
     let (mut mids, mut decs) = (vec![0.0; images], vec![0.0; images]);
-    for (k, &(t, w)) in evals.iter().enumerate() {
+    let mut per_timestep = Vec::with_capacity(evals.len());
+    for (k, &(t, weight)) in evals.iter().enumerate() {
         let x_t = q_sample(ac, t, x0, &eval_noise(opts.seed, t, x0.len()));
         let e = eps(t, &x_t);
         assert_eq!(e.len(), x0.len(), "eval: ε of the wrong length");
         let sums = if t == 0 { &mut decs } else { &mut mids };
+        let mut term = 0.0;
         for (i, sum) in sums.iter_mut().enumerate() {
-            *sum += w * term_bpd(
-                &schedule.betas,
-                ac,
-                t,
-                &x0_64[i],
-                &image(&x_t, i),
-                &image(&e, i),
-                &opts.vlb,
-            );
+            let (x0_i, x_t_i, e_i) = (&x0_64[i], image(&x_t, i), image(&e, i));
+            let v = term_bpd(&schedule.betas, ac, t, x0_i, &x_t_i, &e_i, &opts.vlb);
+            *sum += weight * v;
+            term += v / images as f64;
         }
+        let (recip, recipm1) = ((1.0 / ac[t]).sqrt(), (1.0 / ac[t] - 1.0).sqrt());
+        let sq_err: f64 = (0..x0.len())
+            .map(|j| {
+                let x0_hat = (recip * x_t[j] as f64 - recipm1 * e[j] as f64).clamp(-1.0, 1.0);
+                (127.5 * (x0_hat - x0[j] as f64)).powi(2)
+            })
+            .sum();
+        per_timestep.push(TimestepStats {
+            t,
+            weight,
+            term,
+            distortion: (sq_err / x0.len() as f64).sqrt(),
+        });
         progress(k + 1, evals.len());
     }
     let priors: Vec<f64> = x0_64.iter().map(|x| prior_bpd(ac, x)).collect();
@@ -135,6 +205,7 @@ pub fn bits_per_dim(
         exact: ts.len() + 1 == schedule.len(),
         middle_timesteps: ts,
         per_image,
+        per_timestep,
     }
 }
 
