@@ -115,7 +115,7 @@ impl Bpd {
 /// that of x̂₀(x_t).
 pub fn rate_distortion(bpd: &Bpd) -> Vec<(usize, f64, f64)> {
     let mut stats = bpd.per_timestep.clone();
-    stats.sort_by(|a, b| b.t.cmp(&a.t));
+    stats.sort_by_key(|s| std::cmp::Reverse(s.t));
     let mut rate = bpd.prior;
     stats
         .iter()
