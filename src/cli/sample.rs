@@ -84,7 +84,7 @@ pub fn locate(dir: &Path) -> Result<(PathBuf, SchedulerConfig)> {
 }
 
 /// The steps of the chain `args` asks for, validated.
-fn chain(args: &SampleArgs, sched: &mut SchedulerConfig, schedule: &Schedule) -> Result<Vec<Step>> {
+fn chain(args: &SampleArgs, sched: &SchedulerConfig, schedule: &Schedule) -> Result<Vec<Step>> {
     let t_count = schedule.len();
     match args.sampler {
         SamplerKind::Ddpm => {
@@ -97,19 +97,18 @@ fn chain(args: &SampleArgs, sched: &mut SchedulerConfig, schedule: &Schedule) ->
             if args.eta.is_some() || args.spacing.is_some() {
                 bail!("--eta and --spacing apply to --sampler ddim only");
             }
-            if let Some(v) = &args.variance {
-                sched.variance_type = match v.as_str() {
-                    "fixed_small" => VarianceType::FixedSmall,
-                    "fixed_large" => VarianceType::FixedLarge,
-                    other => {
-                        bail!("--variance: '{other}' is not a variance type (expected fixed_small or fixed_large)")
-                    }
-                };
-            }
+            let variance = match args.variance.as_deref() {
+                None => sched.variance_type,
+                Some("fixed_small") => VarianceType::FixedSmall,
+                Some("fixed_large") => VarianceType::FixedLarge,
+                Some(other) => {
+                    bail!("--variance: '{other}' is not a variance type (expected fixed_small or fixed_large)")
+                }
+            };
             let o = SampleOptions {
                 images: args.images,
                 seed: args.seed,
-                variance: sched.variance_type,
+                variance,
                 clip: sched.clip_sample,
             };
             Ok(ddpm_chain(schedule, t_count - 1, &o, false))
@@ -155,9 +154,9 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     if args.images == 0 {
         bail!("--images must be at least 1");
     }
-    let (unet_dir, mut sched) = locate(&args.model)?;
+    let (unet_dir, sched) = locate(&args.model)?;
     let schedule = Schedule::new(&sched);
-    let chain = chain(args, &mut sched, &schedule)?;
+    let chain = chain(args, &sched, &schedule)?;
     let snapshots = match args.progressive {
         Some(k) if !(2..=chain.len()).contains(&k) => bail!(
             "--progressive {k}: expected between 2 and the number of denoising steps ({})",
