@@ -97,6 +97,31 @@ fn sample_interpolate_and_eval_commands() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(dims(&strip), (5 * 16 + 4 * 2, 16));
+    // Two PNG files of another size and colour as the sources.
+    let (pa, pb) = (dir.join("a.png"), dir.join("b.png"));
+    image::RgbImage::from_fn(12, 10, |x, _| image::Rgb([20 * x as u8, 0, 90]))
+        .save(&pa)
+        .unwrap();
+    image::RgbImage::from_pixel(9, 9, image::Rgb([250, 250, 250]))
+        .save(&pb)
+        .unwrap();
+    let o = run(&[
+        "interpolate",
+        "--model",
+        model,
+        "--image-a",
+        pa.to_str().unwrap(),
+        "--image-b",
+        pb.to_str().unwrap(),
+        "--t",
+        "5",
+        "--lambdas",
+        "2",
+        "--out",
+        strip.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(dims(&strip), (4 * 16 + 3 * 2, 16));
 
     let csv = dir.join("rd.csv");
     let o = run(&[
