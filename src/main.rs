@@ -31,6 +31,10 @@ enum Command {
     Train(Box<cli::train::TrainArgs>),
     /// Sample images from a trained model (a run folder or a diffusers UNet2DModel folder).
     Sample(cli::sample::SampleArgs),
+    /// Interpolate between two images in the latent x_t and decode (paper §4.4, Figure 8).
+    Interpolate(cli::interpolate::InterpolateArgs),
+    /// The variational bound in bits/dim on held-out images (paper eq. 5, Table 2).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() {
@@ -40,6 +44,8 @@ fn main() {
         Command::Info(args) => cli::info::run(&opts, &args),
         Command::Train(args) => cli::train::run(&opts, &args),
         Command::Sample(args) => cli::sample::run(&opts, &args),
+        Command::Interpolate(args) => cli::interpolate::run(&opts, &args),
+        Command::Eval(args) => cli::eval::run(&opts, &args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

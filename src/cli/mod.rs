@@ -1,6 +1,8 @@
 //! The subcommands of `ddpm-gpu`.
 
+pub mod eval;
 pub mod info;
+pub mod interpolate;
 pub mod sample;
 pub mod train;
 

@@ -3,13 +3,23 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use clap::Args;
-use ddpm_gpu::diffusion::sampler::{SampleOptions, Sampler};
+use clap::{Args, ValueEnum};
+use ddpm_gpu::diffusion::ddim::{DdimOptions, Spacing};
+use ddpm_gpu::diffusion::sampler::{ddim_chain, ddpm_chain, SampleOptions, Sampler, Step};
 use ddpm_gpu::diffusion::schedule::{Schedule, SchedulerConfig, VarianceType};
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::load_folder;
 use ddpm_gpu::viz;
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The reverse process to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerKind {
+    /// Ancestral sampling, all T steps (Algorithm 2 of the paper).
+    Ddpm,
+    /// DDIM (Song et al. 2021) over --steps of the T timesteps.
+    Ddim,
+}
 
 #[derive(Args)]
 pub struct SampleArgs {
@@ -22,7 +32,21 @@ pub struct SampleArgs {
     images: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// ddpm: ancestral sampling over all T steps; ddim: deterministic (η = 0) or stochastic DDIM
+    /// over --steps timesteps.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddpm)]
+    sampler: SamplerKind,
+    /// Denoising steps: for ddim 1..=T (default 50); for ddpm it must be T (the default).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM's η in [0, 1]: 0 deterministic (default), 1 DDPM-like noise. ddim only.
+    #[arg(long)]
+    eta: Option<f64>,
+    /// How DDIM spreads its timesteps over 0..T: leading (default), trailing or linspace. ddim only.
+    #[arg(long)]
+    spacing: Option<Spacing>,
     /// Posterior variance: fixed_small (β̃_t) or fixed_large (β_t). Default: the scheduler's.
+    /// ddpm only.
     #[arg(long)]
     variance: Option<String>,
     /// The PNG grid to write.
@@ -31,10 +55,15 @@ pub struct SampleArgs {
     /// Also write each image as its own PNG into this folder.
     #[arg(long)]
     each: Option<PathBuf>,
+    /// Also write <out stem>_progressive.png: the predicted x̂₀ of each image (rows) at K
+    /// denoising steps spread from the first (t = T−1) to the last (t = 0) (columns), as Figure 6
+    /// of the paper.
+    #[arg(long, value_name = "K")]
+    progressive: Option<usize>,
 }
 
 /// The U-Net folder and scheduler config of a model folder.
-fn locate(dir: &Path) -> Result<(PathBuf, SchedulerConfig)> {
+pub fn locate(dir: &Path) -> Result<(PathBuf, SchedulerConfig)> {
     if !dir.exists() {
         bail!("--model {}: no such folder", dir.display());
     }
@@ -54,44 +83,132 @@ fn locate(dir: &Path) -> Result<(PathBuf, SchedulerConfig)> {
     Ok((unet, sched))
 }
 
+/// The steps of the chain `args` asks for, validated.
+fn chain(args: &SampleArgs, sched: &SchedulerConfig, schedule: &Schedule) -> Result<Vec<Step>> {
+    let t_count = schedule.len();
+    match args.sampler {
+        SamplerKind::Ddpm => {
+            if let Some(s) = args.steps.filter(|&s| s != t_count) {
+                bail!(
+                    "--steps {s}: the ddpm sampler runs all T = {t_count} steps of the model's schedule; \
+                     use --sampler ddim for fewer steps"
+                );
+            }
+            if args.eta.is_some() || args.spacing.is_some() {
+                bail!("--eta and --spacing apply to --sampler ddim only");
+            }
+            let variance = match args.variance.as_deref() {
+                None => sched.variance_type,
+                Some("fixed_small") => VarianceType::FixedSmall,
+                Some("fixed_large") => VarianceType::FixedLarge,
+                Some(other) => {
+                    bail!("--variance: '{other}' is not a variance type (expected fixed_small or fixed_large)")
+                }
+            };
+            let o = SampleOptions {
+                images: args.images,
+                seed: args.seed,
+                variance,
+                clip: sched.clip_sample,
+            };
+            Ok(ddpm_chain(schedule, t_count - 1, &o, false))
+        }
+        SamplerKind::Ddim => {
+            if args.variance.is_some() {
+                bail!("--variance applies to --sampler ddpm only (DDIM's noise is set by --eta)");
+            }
+            let steps = args.steps.unwrap_or(50.min(t_count));
+            if !(1..=t_count).contains(&steps) {
+                bail!("--steps {steps}: DDIM needs between 1 and T = {t_count} steps");
+            }
+            let eta = args.eta.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&eta) {
+                bail!("--eta {eta}: expected a number between 0 and 1");
+            }
+            let opts = DdimOptions {
+                eta,
+                clip: sched.clip_sample.then_some(sched.clip_sample_range),
+                ..DdimOptions::default()
+            };
+            let spacing = args.spacing.unwrap_or(Spacing::Leading);
+            Ok(ddim_chain(schedule, steps, spacing, &opts, args.seed))
+        }
+    }
+}
+
+/// `<out stem>_progressive.png` next to `out`.
+fn progressive_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!("{stem}_progressive.png"))
+}
+
+/// `k` chain indices spread evenly from the first step (0) to the last (`len` − 1).
+fn spread(len: usize, k: usize) -> Vec<usize> {
+    (0..k).map(|j| (j * (len - 1) + (k - 1) / 2) / (k - 1)).collect()
+}
+
 pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     if args.images == 0 {
         bail!("--images must be at least 1");
     }
-    let (unet_dir, mut sched) = locate(&args.model)?;
-    if let Some(v) = &args.variance {
-        sched.variance_type = match v.as_str() {
-            "fixed_small" => VarianceType::FixedSmall,
-            "fixed_large" => VarianceType::FixedLarge,
-            other => bail!("--variance: '{other}' is not a variance type (expected fixed_small or fixed_large)"),
-        };
-    }
+    let (unet_dir, sched) = locate(&args.model)?;
+    let schedule = Schedule::new(&sched);
+    let chain = chain(args, &sched, &schedule)?;
+    let snapshots = match args.progressive {
+        Some(k) if !(2..=chain.len()).contains(&k) => bail!(
+            "--progressive {k}: expected between 2 and the number of denoising steps ({})",
+            chain.len()
+        ),
+        Some(k) => spread(chain.len(), k),
+        None => Vec::new(),
+    };
     let (cfg, table, flat) = load_folder(&unet_dir)?;
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     let weights = gpu.tensor(&[table.total], &flat);
     let mut sampler = Sampler::new(&gpu, &cfg, &table, &weights, args.images)?;
-    let schedule = Schedule::new(&sched);
-    let bar = ProgressBar::new(schedule.betas.len() as u64);
+    let bar = ProgressBar::new(chain.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} denoising steps [{elapsed_precise} < {eta_precise}]")
             .expect("template"),
     );
-    let o = SampleOptions {
-        images: args.images,
-        seed: args.seed,
-        variance: sched.variance_type,
-        clip: sched.clip_sample,
-    };
-    let images = sampler.sample(&schedule, &o, |i| bar.set_position(i as u64 + 1));
+    // x̂₀ of every image at each snapshot step, in chain order.
+    let mut x0_preds = Vec::new();
+    sampler.draw_noise(args.seed);
+    let images = sampler.run(&chain, |i, s| {
+        if snapshots.contains(&i) {
+            x0_preds.push(s.read_x0_pred());
+        }
+        bar.set_position(i as u64 + 1);
+    });
     bar.finish();
     let size = cfg.sample_size();
-    let cols = (args.images as f64).sqrt().ceil() as usize;
-    viz::save_grid(&args.out, &images, args.images, cfg.out_channels, size, size, cols, 2)?;
+    let (c, n) = (cfg.out_channels, args.images);
+    let cols = (n as f64).sqrt().ceil() as usize;
+    viz::save_grid(&args.out, &images, n, c, size, size, cols, 2)?;
     eprintln!("wrote {}", args.out.display());
     if let Some(dir) = &args.each {
-        viz::save_each(dir, &images, args.images, cfg.out_channels, size, size)?;
-        eprintln!("wrote {} images into {}", args.images, dir.display());
+        viz::save_each(dir, &images, n, c, size, size)?;
+        eprintln!("wrote {n} images into {}", dir.display());
+    }
+    if !snapshots.is_empty() {
+        // Row = image, column = snapshot.
+        let len = c * size * size;
+        let k = snapshots.len();
+        let strip: Vec<f32> = (0..n)
+            .flat_map(|img| {
+                x0_preds
+                    .iter()
+                    .flat_map(move |x| x[img * len..(img + 1) * len].iter().copied())
+            })
+            .collect();
+        let path = progressive_path(&args.out);
+        viz::save_grid(&path, &strip, n * k, c, size, size, k, 2)?;
+        let ts: Vec<String> = snapshots.iter().map(|&i| chain[i].t.to_string()).collect();
+        eprintln!("wrote {} (x̂₀ at t = {})", path.display(), ts.join(", "));
     }
     Ok(())
 }

@@ -1,13 +1,26 @@
-//! Ancestral sampling (Algorithm 2 of the paper): x_T ~ N(0, I) drawn on the GPU, then for
-//! t = T−1 … 0 one U-Net forward and one fused p_sample step (eq. 11): one submission per step.
+//! Sampling on the GPU, one submission per denoising step:
+//! - DDPM ancestral sampling (Algorithm 2 of the paper): x_T ~ N(0, I) drawn on the GPU, then for
+//!   t = T−1 … 0 one U-Net forward and one fused p_sample step (eq. 11) — [`Sampler::sample`];
+//! - DDIM (Song et al. 2021) over a subsequence of the timesteps — [`ddim_chain`];
+//! - a DDPM chain from any x_t at any t, optionally with the same noise for every image of the
+//!   batch (interpolation, §4.4 of the paper) — [`Sampler::set_x`] and [`ddpm_chain`].
+//!
+//! A chain is a list of [`Step`]s. Each step is one U-Net forward at its timestep followed by the
+//! update of its kind ([`Update`]); the sampler records one plan per kind once and replays it
+//! with the step's uniforms. After every step the hook of [`Sampler::run`] may read the network's
+//! ε, the predicted x̂₀ and the new x (progressive pictures, tests).
 
 use anyhow::Result;
 
+use crate::diffusion::ddim::{step_pairs, step_params, DdimOptions, Spacing};
 use crate::diffusion::schedule::{Schedule, VarianceType};
 use crate::diffusion::trainer::step_seed;
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::model::{ParamTable, UNet, UNetConfig};
-use crate::ops::{elementwise, p_sample};
+use crate::ops::ddim::{self, DdimParams};
+use crate::ops::elementwise;
+use crate::ops::p_sample::{self, PSampleParams};
+use crate::reference::rng;
 
 /// What a sampling run needs besides the weights.
 #[derive(Clone, Debug)]
@@ -18,17 +31,87 @@ pub struct SampleOptions {
     pub clip: bool,
 }
 
-/// A U-Net (inference only) and its recorded denoising step.
+/// The update applied after the U-Net forward of a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// Ancestral step t → t−1 (eq. 11); the kernel draws z from (seed, element).
+    Ddpm(PSampleParams),
+    /// Ancestral step t → t−1 whose noise σ_t z is the same for every image of the batch: z is one
+    /// image's worth of `reference::rng::normals(seed, C·H·W)` drawn on the CPU, the p_sample kernel
+    /// runs with σ = 0 and σ_t z is added afterwards.
+    DdpmSharedNoise(PSampleParams),
+    /// DDIM step t → prev (eq. 12 of Song et al.).
+    Ddim(DdimParams),
+}
+
+/// One denoising step: the network sees timestep `t`, then `update` turns x_t into the next x.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    pub t: usize,
+    pub update: Update,
+}
+
+/// DDPM steps t_start, t_start − 1, …, 0 (Algorithm 2 when t_start = T − 1), the noise of step t
+/// seeded by (seed, t); with `shared_noise` every image of the batch gets the same noise.
+pub fn ddpm_chain(schedule: &Schedule, t_start: usize, opts: &SampleOptions, shared_noise: bool) -> Vec<Step> {
+    assert!(
+        t_start < schedule.len(),
+        "sampler: t_start {t_start} ≥ T = {}",
+        schedule.len()
+    );
+    (0..=t_start)
+        .rev()
+        .map(|t| {
+            let hp = schedule
+                .p_sample_coefs(t, opts.variance, opts.clip)
+                .with_seed(step_seed(opts.seed, t, 7));
+            let update = if shared_noise {
+                Update::DdpmSharedNoise(hp)
+            } else {
+                Update::Ddpm(hp)
+            };
+            Step { t, update }
+        })
+        .collect()
+}
+
+/// DDIM steps over `steps` of the T timesteps laid out by `spacing` (diffusers' DDIMScheduler),
+/// the noise of the step from t (used only when η > 0) seeded by (seed, t).
+pub fn ddim_chain(schedule: &Schedule, steps: usize, spacing: Spacing, opts: &DdimOptions, seed: u64) -> Vec<Step> {
+    step_pairs(schedule.len(), steps, spacing)
+        .into_iter()
+        .map(|(t, prev)| {
+            // `n` is filled in from the tensors when the step runs.
+            let hp = step_params(&schedule.alphas_cumprod, t, prev, opts, 0, step_seed(seed, t, 8));
+            Step {
+                t,
+                update: Update::Ddim(hp),
+            }
+        })
+        .collect()
+}
+
+/// A recorded step: U-Net forward → update kernel(s) → copy x_prev back into the network's input.
+struct Recorded {
+    plan: Plan,
+    /// Index of the update kernel (p_sample or ddim) whose uniforms change per step.
+    kernel: usize,
+}
+
+/// A U-Net (inference only) and its recorded denoising steps.
 pub struct Sampler {
     gpu: Gpu,
     net: UNet,
     /// x_T ~ N(0, I) into the network's input.
     init: Plan,
     init_kernel: usize,
-    /// forward → p_sample (x_t → x_prev) → copy x_prev back into the input.
-    step: Plan,
-    step_kernel: usize,
-    x_prev: Tensor,
+    ddpm: Recorded,
+    ddpm_shared: Recorded,
+    ddim: Recorded,
+    /// x after the update, before it is copied into the input (owned here for the plans).
+    _x_prev: Tensor,
+    /// σ_t z of a shared-noise step, the same for every image (written by the CPU).
+    shared_noise: Tensor,
     /// The model's prediction of x₀ at the last step run (for progressive pictures).
     pub x0_pred: Tensor,
 }
@@ -41,47 +124,115 @@ impl Sampler {
             anyhow::bail!("out of GPU memory for {images} images at once ({e}); ask for fewer images");
         }
         let shape = net.input.shape().to_vec();
-        let (x_prev, x0_pred) = (gpu.zeros(&shape), gpu.zeros(&shape));
+        let (x_prev, x0_pred, shared_noise) = (gpu.zeros(&shape), gpu.zeros(&shape), gpu.zeros(&shape));
         let mut init = Plan::new(gpu);
         let init_kernel = p_sample::noise(&mut init, &net.input, 0);
-        let mut step = Plan::new(gpu);
-        net.forward(&mut step);
-        let step_kernel = p_sample::forward(
-            &mut step,
-            &net.input,
-            net.output(),
-            &x_prev,
-            &x0_pred,
-            &p_sample::PSampleParams::default(),
-        );
-        elementwise::copy(&mut step, &x_prev, &net.input);
+        // One plan per update kind, each: forward → update → x_prev into the input.
+        let record = |update: &dyn Fn(&mut Plan) -> usize| {
+            let mut plan = Plan::new(gpu);
+            net.forward(&mut plan);
+            let kernel = update(&mut plan);
+            elementwise::copy(&mut plan, &x_prev, &net.input);
+            Recorded { plan, kernel }
+        };
+        let p_sample = |plan: &mut Plan| {
+            let hp = PSampleParams::default();
+            p_sample::forward(plan, &net.input, net.output(), &x_prev, &x0_pred, &hp)
+        };
+        let ddpm = record(&p_sample);
+        let ddpm_shared = record(&|plan: &mut Plan| {
+            let k = p_sample(plan);
+            elementwise::axpy(plan, 1.0, &shared_noise, &x_prev);
+            k
+        });
+        let ddim = record(&|plan: &mut Plan| {
+            let hp = DdimParams::default();
+            ddim::forward(plan, &net.input, net.output(), &x_prev, &x0_pred, &hp)
+        });
         Ok(Sampler {
             gpu: gpu.clone(),
             net,
             init,
             init_kernel,
-            step,
-            step_kernel,
-            x_prev,
+            ddpm,
+            ddpm_shared,
+            ddim,
+            _x_prev: x_prev,
+            shared_noise,
             x0_pred,
         })
     }
 
-    /// Run the whole reverse process; `progress(i)` is called after each of the T steps.
-    /// Returns the images (N, C, H, W), nominally in [−1, 1].
+    /// Run the whole reverse process (Algorithm 2); `progress(i)` is called after each of the T
+    /// steps. Returns the images (N, C, H, W), nominally in [−1, 1].
     pub fn sample(&mut self, schedule: &Schedule, opts: &SampleOptions, mut progress: impl FnMut(usize)) -> Vec<f32> {
+        self.draw_noise(opts.seed);
+        let chain = ddpm_chain(schedule, schedule.len() - 1, opts, false);
+        self.run(&chain, |i, _| progress(i))
+    }
+
+    /// Batch size.
+    pub fn images(&self) -> usize {
+        self.net.batch
+    }
+
+    /// Start a chain at x_T ~ N(0, I), drawn on the GPU from `seed`.
+    pub fn draw_noise(&mut self, seed: u64) {
         let n = self.net.input.len();
-        p_sample::set_noise_seed(&self.init, self.init_kernel, n, step_seed(opts.seed, 0, 6));
+        p_sample::set_noise_seed(&self.init, self.init_kernel, n, step_seed(seed, 0, 6));
         self.init.run();
-        for (i, t) in (0..schedule.len()).rev().enumerate() {
-            self.gpu.write(&self.net.timesteps, &vec![t as f32; self.net.batch]);
-            let hp = schedule
-                .p_sample_coefs(t, opts.variance, opts.clip)
-                .with_seed(step_seed(opts.seed, t, 7));
-            p_sample::set_params(&self.step, self.step_kernel, n, &hp);
-            self.step.run();
-            progress(i);
+    }
+
+    /// Start a chain at the given x (N, C, H, W), e.g. an x_t of the forward process.
+    pub fn set_x(&mut self, x: &[f32]) {
+        self.gpu.write(&self.net.input, x);
+    }
+
+    /// Run `chain` from the current x; `after(i, self)` is called after step i (it may read
+    /// [`Sampler::read_eps`], [`Sampler::read_x0_pred`], [`Sampler::read_x`]; reading waits for the
+    /// GPU). Returns the final x (N, C, H, W).
+    pub fn run(&mut self, chain: &[Step], mut after: impl FnMut(usize, &Sampler)) -> Vec<f32> {
+        let n = self.net.input.len();
+        let image_len = n / self.net.batch;
+        for (i, step) in chain.iter().enumerate() {
+            self.gpu
+                .write(&self.net.timesteps, &vec![step.t as f32; self.net.batch]);
+            let rec = match step.update {
+                Update::Ddpm(hp) => {
+                    p_sample::set_params(&self.ddpm.plan, self.ddpm.kernel, n, &hp);
+                    &self.ddpm
+                }
+                Update::DdpmSharedNoise(hp) => {
+                    let z = rng::normals(hp.seed, image_len);
+                    let noise: Vec<f32> = z.iter().map(|&z| hp.sigma * z as f32).collect();
+                    self.gpu.write(&self.shared_noise, &noise.repeat(self.net.batch));
+                    let mean_only = PSampleParams { sigma: 0.0, ..hp };
+                    p_sample::set_params(&self.ddpm_shared.plan, self.ddpm_shared.kernel, n, &mean_only);
+                    &self.ddpm_shared
+                }
+                Update::Ddim(hp) => {
+                    ddim::set_params(&self.ddim.plan, self.ddim.kernel, n, &hp);
+                    &self.ddim
+                }
+            };
+            rec.plan.run();
+            after(i, self);
         }
-        self.gpu.read(&self.x_prev)
+        self.read_x()
+    }
+
+    /// The current x (N, C, H, W): the start of the chain, or the result of the last step.
+    pub fn read_x(&self) -> Vec<f32> {
+        self.gpu.read(&self.net.input)
+    }
+
+    /// The network's ε_θ(x_t, t) of the last step (N, C, H, W).
+    pub fn read_eps(&self) -> Vec<f32> {
+        self.gpu.read(self.net.output())
+    }
+
+    /// The predicted x̂₀ of the last step (N, C, H, W).
+    pub fn read_x0_pred(&self) -> Vec<f32> {
+        self.gpu.read(&self.x0_pred)
     }
 }
