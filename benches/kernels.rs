@@ -132,8 +132,10 @@ enum Op {
     },
     /// Nearest 2× upsampling of the input `Act`.
     Upsample(Act),
-    /// Zeroing an activation gradient (`UNet::zero_grads`) or a parameter-gradient chunk.
+    /// Zeroing an activation gradient (`UNet::zero_grads`).
     Fill(Act),
+    /// Zeroing a chunk of the parameter gradients (`Trainer`).
+    GradFill(usize),
     QSample(Act),
     Mse(Act),
     SumSquares(usize),
@@ -164,7 +166,7 @@ impl Op {
             | Op::Mse(a)
             | Op::PSample(a)
             | Op::Ddim(a) => a.len(),
-            Op::SumSquares(n) | Op::Adam(n) | Op::Ema(n) => n,
+            Op::SumSquares(n) | Op::Adam(n) | Op::Ema(n) | Op::GradFill(n) => n,
         }
     }
 
@@ -197,7 +199,7 @@ impl Op {
             Op::Mse(a) => Op::Mse(h(a)),
             Op::PSample(a) => Op::PSample(h(a)),
             Op::Ddim(a) => Op::Ddim(h(a)),
-            Op::SumSquares(_) | Op::Adam(_) | Op::Ema(_) => return None,
+            Op::SumSquares(_) | Op::Adam(_) | Op::Ema(_) | Op::GradFill(_) => return None,
         };
         Some(op)
     }
@@ -450,7 +452,7 @@ fn training_step(cfg: &UNetConfig, n: usize, params: usize, max_floats: usize) -
     st.fill(image, 1);
     st.push(Op::Mse(image));
     for (_, len) in chunks(params, max_floats) {
-        st.push(Op::Fill(Act { n: 1, c: len, side: 0 }));
+        st.push(Op::GradFill(len));
         st.push(Op::SumSquares(len));
         st.push(Op::Adam(len));
         st.push(Op::Ema(len));
@@ -807,16 +809,22 @@ impl Bench {
             }
             Op::Fill(a) => {
                 let y = zeros(&a.shape());
-                let shape = if a.n == 1 {
-                    format!("[{}] (parameter grads)", a.c)
-                } else {
-                    a.to_string()
-                };
                 self.row(
                     "fill (zero grads)",
-                    &shape,
+                    &a.to_string(),
                     count,
                     Work::Bytes(4.0 * a.len() as f64),
+                    &|p| elementwise::fill(p, &y, 0.0),
+                    None,
+                );
+            }
+            Op::GradFill(n) => {
+                let y = zeros(&[n]);
+                self.row(
+                    "fill (zero grads)",
+                    &format!("[{n}] (parameter grads)"),
+                    count,
+                    Work::Bytes(4.0 * n as f64),
                     &|p| elementwise::fill(p, &y, 0.0),
                     None,
                 );
@@ -1130,6 +1138,49 @@ impl Bench {
 const HEADER: &str =
     "| kernel | shape | ×/step | ms | rate | % of peak | naive/alt ms | speed-up |\n|---|---|--:|--:|--:|--:|--:|--:|";
 
+/// Check the walk against the real network (built at batch 1 with gradients): the forward FLOPs
+/// and the number of dispatches of the kernels that map one-to-one to launch sites. Returns the
+/// number of dispatches of the network's forward + zero_grads + backward.
+fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usize) -> usize {
+    let (params, grads) = (gpu.zeros(&[table.total]), gpu.zeros(&[table.total]));
+    let net = UNet::new(gpu, cfg, table, &params, Some(&grads), 1).expect("U-Net at batch 1");
+    let rel = (st.forward_flops / n as f64 - net.forward_flops).abs() / net.forward_flops;
+    assert!(
+        rel < 1e-9,
+        "walk has {} forward FLOPs per image, the U-Net {}",
+        st.forward_flops / n as f64,
+        net.forward_flops
+    );
+    let mut p = Plan::new(gpu);
+    net.forward(&mut p);
+    net.zero_grads(&mut p);
+    net.backward(&mut p);
+    let real = |label: &str| p.kernels().iter().filter(|k| k.label.starts_with(label)).count();
+    let walk = |pick: &dyn Fn(&Op) -> bool| -> usize { st.ops.iter().filter(|(o, _)| pick(o)).map(|(_, c)| c).sum() };
+    let checks: [(&str, usize); 8] = [
+        ("conv2d::backward_bias", walk(&|o| matches!(o, Op::Conv { .. }))),
+        ("group_norm::forward", walk(&|o| matches!(o, Op::Norm { .. }))),
+        ("silu::forward", walk(&|o| matches!(o, Op::Silu(_)))),
+        (
+            "elementwise::add_channel_bias_backward",
+            walk(&|o| matches!(o, Op::AddChannelBias(_))),
+        ),
+        ("elementwise::axpy", walk(&|o| matches!(o, Op::Axpy(_)))),
+        ("concat::forward", walk(&|o| matches!(o, Op::Concat { .. }))),
+        ("dropout::forward", walk(&|o| matches!(o, Op::Dropout(_)))),
+        ("elementwise::fill", walk(&|o| matches!(o, Op::Fill(_)))),
+    ];
+    for (label, want) in checks {
+        assert_eq!(
+            real(label),
+            want,
+            "{label}: the real network dispatches it {} times, the walk {want}",
+            real(label)
+        );
+    }
+    p.len()
+}
+
 /// Bench every launch site of one preset's training step at batch `n`, then print the estimated
 /// share of the step per kernel.
 fn setting(b: &mut Bench, preset: &str, n: usize) {
@@ -1138,20 +1189,12 @@ fn setting(b: &mut Bench, preset: &str, n: usize) {
     let table = ParamTable::new(&cfg);
     let max_floats = gpu.limits.max_storage_buffer_binding_size as usize / 4;
     let st = training_step(&cfg, n, table.total, max_floats);
-    // The walk must agree with the real network: compare forward FLOPs with UNet at batch 1.
-    let params = gpu.zeros(&[table.total]);
-    let net = UNet::new(&gpu, &cfg, &table, &params, None, 1).expect("U-Net at batch 1");
-    let rel = (st.forward_flops / n as f64 - net.forward_flops).abs() / net.forward_flops;
-    assert!(
-        rel < 1e-9,
-        "{preset}: walk has {} forward FLOPs per image, the U-Net {}",
-        st.forward_flops / n as f64,
-        net.forward_flops
-    );
+    let dispatches = check_walk(&gpu, &cfg, &table, &st, n);
     println!(
-        "\n## `{preset}` at batch {n}: {} parameters, {:.3} GFLOP forward per image, {} launch sites\n",
-        table.total,
-        net.forward_flops / 1e9,
+        "\n## `{preset}` at batch {n}: {} parameters, {:.3} GFLOP forward per image, {} launch sites \
+         ({dispatches} dispatches in the U-Net's forward + zero_grads + backward)\n",
+        table.count(),
+        st.forward_flops / n as f64 / 1e9,
         st.ops.len()
     );
     println!("{HEADER}");
