@@ -25,7 +25,7 @@
 //! (Σ time × launches per step), to see which kernel to optimise next.
 //!
 //! The paper's batch of 128 takes about 20 minutes here (each 3×3 conv pass at 128×128×32×32 is
-//! 39 GFLOP), so the default run measures `ddpm-cifar10` at batch 32 (about 4 minutes in all);
+//! 39 GFLOP), so the default run measures `ddpm-cifar10` at batch 16 (about 4 minutes in all);
 //! `DDPM_BENCH_CIFAR_BATCH=128` measures the paper's batch. Kernel times scale linearly with the
 //! batch at these sizes, so the shares of the step do not depend on it.
 //!
@@ -1299,7 +1299,7 @@ fn main() {
     let cifar_batch: usize = std::env::var("DDPM_BENCH_CIFAR_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(16);
     let gpu = Gpu::for_tests();
     println!(
         "# ddpm-gpu kernel benchmark{}\n",
