@@ -2,9 +2,11 @@
 """The same DDPM training step in PyTorch on the CPU, for comparison with `ddpm-gpu`.
 
 Builds diffusers' UNet2DModel from a config.json (e.g. `runs/<run>/unet/config.json` written by
-`ddpm-gpu train`), and times forward + L_simple + backward + Adam steps at the given batch size,
-with torch using as many threads as the machine has cores. Prints seconds per step, images/s and
-model GFLOP/s given the FLOPs per image that `ddpm-gpu info --model ...` reports.
+`ddpm-gpu train`), and times what one `Trainer::run_step` does: q_sample, forward, L_simple,
+backward, global-norm gradient clipping, Adam and the EMA update, at the given batch size, with
+torch using as many threads as the machine has cores. Prints the median seconds per step (after one
+warm-up step), images/s, and model GFLOP/s given the forward+backward GFLOP per image (3 × the
+forward FLOPs that `cargo bench --bench kernels` prints per image).
 
 Python is needed only for this comparison, never to build or test ddpm-gpu.
 
@@ -25,6 +27,7 @@ def main():
     ap.add_argument("--config", required=True, help="a UNet2DModel config.json")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--gflop-per-image", type=float, default=None,
                     help="forward+backward GFLOP per image (from `ddpm-gpu info --model`), to print GFLOP/s")
     args = ap.parse_args()
@@ -37,6 +40,8 @@ def main():
     model = UNet2DModel(**cfg)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params]
     size, ch = cfg["sample_size"], cfg.get("in_channels", 3)
     x0 = torch.randn(args.batch, ch, size, size)
     alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
@@ -51,16 +56,20 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, params, 1.0 - args.ema_decay)
         return loss.item()
 
     step()  # warm-up
-    t0 = time.perf_counter()
+    times = []
     for _ in range(args.steps):
-        step()
-    secs = (time.perf_counter() - t0) / args.steps
-    params = sum(p.numel() for p in model.parameters())
-    print(f"pytorch {torch.__version__} cpu, {torch.get_num_threads()} threads, {params} parameters")
-    print(f"batch {args.batch}: {secs:.3f} s/step, {args.batch / secs:.1f} images/s")
+        t0 = time.perf_counter()
+        step()  # .item() waits for the step
+        times.append(time.perf_counter() - t0)
+    secs = sorted(times)[len(times) // 2]
+    count = sum(p.numel() for p in params)
+    print(f"pytorch {torch.__version__} cpu, {torch.get_num_threads()} threads, {count} parameters")
+    print(f"batch {args.batch}: {secs:.3f} s/step (median of {args.steps}), {args.batch / secs:.1f} images/s")
     if args.gflop_per_image:
         print(f"model FLOPs: {args.gflop_per_image * args.batch / secs:.1f} GFLOP/s")
 

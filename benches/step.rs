@@ -1,0 +1,174 @@
+//! Whole steps: `cargo bench --bench step`.
+//!
+//! - A training step (`Trainer::run_step`: q_sample → U-Net forward → L_simple → backward →
+//!   gradient norm → Adam → EMA, one submission) on synthetic data (all-zero images; the work
+//!   does not depend on the values), synchronised with `read_loss`. Reported per step: median
+//!   seconds over the timed steps (after one warm-up step), images/s, and the model's GFLOP/s
+//!   = 3 × forward FLOPs × steps/s (the usual forward + 2× backward convention) as % of the
+//!   peak-FMA probe of this run, and against 12 GFLOP/s, the simpler FMA probe the issue quotes.
+//!   `tiny` and `mnist` at batch 32; `ddpm-cifar10` at `DDPM_BENCH_CIFAR_BATCH` (default 4): its
+//!   batch 128 is only built (split into micro-batches), not run (minutes per step on lavapipe).
+//! - A sampling step (`Sampler`: U-Net forward at 16 images + p_sample + copy), timed over a
+//!   20-step reverse process of a shortened schedule (the work per step is the same for T = 1000).
+//!
+//! `DDPM_BENCH_QUICK=1`: `tiny` and `mnist` only, fewer steps.
+
+use std::time::Instant;
+
+use ddpm_gpu::data::Dataset;
+use ddpm_gpu::diffusion::sampler::{SampleOptions, Sampler};
+use ddpm_gpu::diffusion::schedule::{Schedule, SchedulerConfig, VarianceType};
+use ddpm_gpu::diffusion::trainer::{TrainConfig, Trainer};
+use ddpm_gpu::gpu::Gpu;
+use ddpm_gpu::model::{ParamTable, UNetConfig};
+use ddpm_gpu::ops::peak::peak_gflops;
+
+/// The FMA probe rate the issue quotes (10-13 GFLOP/s on this machine), for a second ratio.
+const ISSUE_PROBE_GFLOPS: f64 = 12.0;
+/// Reverse steps of the shortened schedule the sampling step is timed over.
+const SAMPLE_STEPS: usize = 20;
+
+fn synthetic(cfg: &UNetConfig, n: usize) -> Dataset {
+    let (c, s) = (cfg.in_channels, cfg.sample_size());
+    Dataset {
+        images: vec![0.0; n * c * s * s],
+        labels: None,
+        n,
+        channels: c,
+        height: s,
+        width: s,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Build a trainer for `preset` at `batch`; `None` (with the reason printed) when it does not build.
+fn trainer(gpu: &Gpu, preset: &str, batch: usize) -> Option<Trainer> {
+    let model = UNetConfig::preset(preset).expect("preset");
+    let cfg = TrainConfig {
+        batch_size: batch,
+        ..TrainConfig::for_preset(preset)
+    };
+    let weights = ParamTable::new(&model).init(0);
+    let data = synthetic(&model, 256.max(batch));
+    match Trainer::new(gpu, &model, &SchedulerConfig::paper(), &cfg, data, &weights) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            println!("| {preset} | {batch} | does not build: {e:#} | | | | | |");
+            None
+        }
+    }
+}
+
+/// Time `steps` training steps; returns the model GFLOP/s.
+fn train_step(gpu: &Gpu, peak: f64, preset: &str, batch: usize, steps: usize) -> Option<f64> {
+    let mut t = trainer(gpu, preset, batch)?;
+    t.run_step();
+    t.read_loss();
+    let secs = median(
+        (0..steps)
+            .map(|_| {
+                let start = Instant::now();
+                t.run_step();
+                t.read_loss();
+                start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let passes = (batch / t.micro_batch) as f64;
+    let gflops = 3.0 * t.forward_flops() * passes / secs / 1e9;
+    println!(
+        "| {preset} | {batch} ({} × {}) | {:.3} | {:.1} | {:.2} | {:.1}% | {:.0}% | {steps} |",
+        batch / t.micro_batch,
+        t.micro_batch,
+        secs,
+        batch as f64 / secs,
+        gflops,
+        100.0 * gflops / peak,
+        100.0 * gflops / ISSUE_PROBE_GFLOPS
+    );
+    Some(gflops)
+}
+
+fn sample_step(gpu: &Gpu, peak: f64, preset: &str, images: usize) {
+    let model = UNetConfig::preset(preset).expect("preset");
+    let table = ParamTable::new(&model);
+    let weights = gpu.tensor(&[table.total], &table.init(0));
+    let mut sampler = Sampler::new(gpu, &model, &table, &weights, images).expect("sampler");
+    let schedule = Schedule::new(&SchedulerConfig {
+        num_train_timesteps: SAMPLE_STEPS,
+        ..SchedulerConfig::paper()
+    });
+    let opts = SampleOptions {
+        images,
+        seed: 0,
+        variance: VarianceType::FixedSmall,
+        clip: true,
+    };
+    sampler.sample(&schedule, &opts, |_| {}); // warm-up
+    let start = Instant::now();
+    sampler.sample(&schedule, &opts, |_| {});
+    let secs = start.elapsed().as_secs_f64() / SAMPLE_STEPS as f64;
+    // Forward FLOPs per image, from a training-free U-Net at batch 1 (p_sample adds none to count).
+    let net = ddpm_gpu::model::UNet::new(gpu, &model, &table, &weights, None, 1).expect("U-Net");
+    let gflops = net.forward_flops * images as f64 / secs / 1e9;
+    println!(
+        "| {preset} | {images} | {:.3} | {:.1} | {:.2} | {:.1}% | {:.0}% | {:.0} s |",
+        secs,
+        images as f64 / secs,
+        gflops,
+        100.0 * gflops / peak,
+        100.0 * gflops / ISSUE_PROBE_GFLOPS,
+        secs * 1000.0
+    );
+}
+
+fn main() {
+    let quick = std::env::var("DDPM_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let cifar_batch: usize = std::env::var("DDPM_BENCH_CIFAR_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let gpu = Gpu::for_tests();
+    println!(
+        "# ddpm-gpu step benchmark{}\n",
+        if quick { " (DDPM_BENCH_QUICK=1)" } else { "" }
+    );
+    println!("- adapter: {}", gpu.describe());
+    println!(
+        "- LP_NUM_THREADS: {}",
+        std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+    );
+    let peak = peak_gflops(&gpu);
+    println!("- peak FMA probe: {peak:.2} GFLOP/s\n");
+    println!("Training step (median of the timed steps after one warm-up):\n");
+    println!(
+        "| preset | batch (micro-batches × size) | s/step | images/s | model GFLOP/s | % of FMA probe | vs issue's 12 GFLOP/s probe | steps timed |"
+    );
+    println!("|---|---|--:|--:|--:|--:|--:|--:|");
+    train_step(&gpu, peak, "tiny", 32, if quick { 5 } else { 10 });
+    train_step(&gpu, peak, "mnist", 32, if quick { 2 } else { 5 });
+    if !quick {
+        let rate = train_step(&gpu, peak, "ddpm-cifar10", cifar_batch, 1);
+        let start = Instant::now();
+        if let (Some(t), Some(rate)) = (trainer(&gpu, "ddpm-cifar10", 128), rate) {
+            println!(
+                "\n`ddpm-cifar10` at batch 128 builds as {} micro-batches of {} ({:.1} s to build); not run: \
+                 at the batch-{cifar_batch} rate a step would take about {:.0} s.",
+                128 / t.micro_batch,
+                t.micro_batch,
+                start.elapsed().as_secs_f64(),
+                3.0 * t.forward_flops() * (128 / t.micro_batch) as f64 / 1e9 / rate
+            );
+        }
+    }
+    println!("\nSampling step (U-Net forward + p_sample + copy; model GFLOP/s = forward FLOPs × steps/s):\n");
+    println!(
+        "| preset | images | s/step | images·steps/s | model GFLOP/s | % of FMA probe | vs issue's 12 GFLOP/s probe | 1000 steps |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
+    sample_step(&gpu, peak, "mnist", 16);
+}
