@@ -44,6 +44,9 @@ pub struct TrainConfig {
     /// Images per forward/backward pass (must divide the batch); 0 = the largest that fits the
     /// adapter. Gradients of the micro-batches accumulate into one update.
     pub micro_batch: usize,
+    /// Parameters per optimizer dispatch (0 = as many as one storage binding holds). Buffers
+    /// larger than a binding, like the paper model's on lavapipe, are processed in chunks.
+    pub param_chunk: usize,
 }
 
 impl Default for TrainConfig {
@@ -63,6 +66,7 @@ impl Default for TrainConfig {
             sample_every: 0,
             sample_images: 16,
             micro_batch: 0,
+            param_chunk: 0,
         }
     }
 }
@@ -265,8 +269,13 @@ impl Trainer {
         let table_t = gpu.tensor(&[schedule.betas.len(), 2], &schedule.q_sample_table());
         let target = gpu.zeros(&[mb, model.in_channels, size, size]);
         let losses = gpu.zeros(&[k * 64]);
-        let chunk_list = chunks(total, max_binding / 4);
-        let partials = gpu.zeros(&[chunk_list.len()]);
+        let chunk_list = match cfg.param_chunk {
+            0 => chunks(total, max_binding / 4),
+            c => chunks(total, c.min(max_binding / 4)),
+        };
+        // One partial sum per chunk, 64 elements apart so each view is aligned for binding; the
+        // elements between them stay zero, so summing the whole buffer sums the partials.
+        let partials = gpu.zeros(&[chunk_list.len() * 64]);
         let grad_sumsq = gpu.zeros(&[1]);
 
         let mut plan = Plan::new(gpu);
@@ -306,7 +315,7 @@ impl Trainer {
         }
         // Global gradient norm² = Σ over chunks of each chunk's Σ g².
         for (i, &(o, len)) in chunk_list.iter().enumerate() {
-            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(i, &[1]));
+            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(i * 64, &[1]));
         }
         reduce::sum(&mut plan, &partials, &grad_sumsq);
         let mut adam_kernels = Vec::new();
