@@ -102,7 +102,28 @@ CASES = {
             norm_eps=1e-3,
         ),
     ),
+    "c1_class_cond": (
+        1004,
+        3,
+        dict(
+            # Class-conditional (a learned class embedding added to the time embedding), with the
+            # labels of CLASS_LABELS: a repeated label so that its gradient rows must sum.
+            sample_size=8,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            attention_head_dim=None,
+            num_class_embeds=5,
+        ),
+    ),
 }
+
+# name -> class labels of the batch, for the class-conditional cases.
+CLASS_LABELS = {"c1_class_cond": [2, 4, 2]}
 
 
 def set_determinism():
@@ -115,7 +136,7 @@ def reinit_parameters(model, gen):
     """Replace every parameter by non-trivial random values (no zero-initialised layers).
 
     conv / linear weight: N(0,1) / sqrt(fan_in); bias: 0.1 N(0,1);
-    GroupNorm weight: 1 + 0.1 N(0,1); GroupNorm bias: 0.1 N(0,1).
+    GroupNorm weight: 1 + 0.1 N(0,1); GroupNorm bias: 0.1 N(0,1); class embedding: 0.5 N(0,1).
     """
     seen = set()
     for mod_name, module in model.named_modules():
@@ -124,6 +145,8 @@ def reinit_parameters(model, gen):
             if isinstance(module, torch.nn.GroupNorm):
                 base = 1.0 if p_name == "weight" else 0.0
                 val = base + 0.1 * torch.randn(p.shape, generator=gen)
+            elif isinstance(module, torch.nn.Embedding):
+                val = 0.5 * torch.randn(p.shape, generator=gen)
             elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 if p_name == "weight":
                     fan_in = p[0].numel()
@@ -168,7 +191,7 @@ def capture_activations(model):
     return acts, handles
 
 
-def functional_unet(w, cfg, x, t):
+def functional_unet(w, cfg, x, t, labels=None):
     """Independent re-statement of UNet2DModel.forward with torch.nn.functional on the state dict `w`.
 
     It encodes the structure documented in scripts/README.md; make_case asserts that it reproduces
@@ -219,6 +242,8 @@ def functional_unet(w, cfg, x, t):
     )
     temb = temb.to(x.dtype)
     temb = lin(F.silu(lin(temb, "time_embedding.linear_1")), "time_embedding.linear_2")
+    if labels is not None:
+        temb = temb + w["class_embedding.weight"][labels]
 
     h = conv(x, "conv_in")
     skips = [h]
@@ -252,11 +277,11 @@ def functional_unet(w, cfg, x, t):
     return conv(F.silu(gn(h, "conv_norm_out")), "conv_out")
 
 
-def run_model(model, sample, timestep, noise):
+def run_model(model, sample, timestep, noise, labels=None):
     """Forward + DDPM simple loss + backward. Returns eps, loss, param grads, d loss / d sample."""
     model.zero_grad(set_to_none=True)
     x = sample.clone().requires_grad_(True)
-    eps = model(x, timestep).sample
+    eps = model(x, timestep, class_labels=labels).sample
     loss = torch.mean((eps - noise) ** 2)
     loss.backward()
     grads = {n: p.grad.detach().clone().contiguous() for n, p in model.named_parameters()}
@@ -329,9 +354,10 @@ def make_case(name, out_root):
     sample = torch.randn((batch, c, s, s), generator=gen, dtype=torch.float32)
     noise = torch.randn((batch, cfg["out_channels"], s, s), generator=gen, dtype=torch.float32)
     timestep = torch.randint(0, 1000, (batch,), generator=gen, dtype=torch.int64)
+    labels = torch.tensor(CLASS_LABELS[name], dtype=torch.int64) if name in CLASS_LABELS else None
 
     acts, handles = capture_activations(model)
-    eps, loss, grads, dsample = run_model(model, sample, timestep, noise)
+    eps, loss, grads, dsample = run_model(model, sample, timestep, noise, labels)
     for h in handles:
         h.remove()
 
@@ -341,7 +367,7 @@ def make_case(name, out_root):
     default_procs = [type(m.processor).__name__ for m in attns]
     for m in attns:
         m.set_processor(AttnProcessor())
-    eps_b, _, grads_b, _ = run_model(model, sample, timestep, noise)
+    eps_b, _, grads_b, _ = run_model(model, sample, timestep, noise, labels)
     diff_proc = max(max_rel(eps_b, eps), grad_errors(grads_b, grads)[0])
     for m in attns:
         m.set_processor(AttnProcessor2_0())
@@ -349,14 +375,14 @@ def make_case(name, out_root):
     model64 = UNet2DModel(**cfg).double()
     model64.load_state_dict(model.state_dict())
     model64.eval()
-    eps64, loss64, grads64, dsample64 = run_model(model64, sample.double(), timestep, noise.double())
+    eps64, loss64, grads64, dsample64 = run_model(model64, sample.double(), timestep, noise.double(), labels)
     f64_eps = max_rel(eps, eps64)
     f64_grad, zero_grads = grad_errors(grads, grads64)
     f64_dsample = max_rel(dsample, dsample64)
     # 3. the structure description of scripts/README.md, restated in functional form, agrees.
     with torch.no_grad():
         w64 = {k: v.double() for k, v in model.state_dict().items()}
-        eps_fn = functional_unet(w64, cfg, sample.double(), timestep)
+        eps_fn = functional_unet(w64, cfg, sample.double(), timestep, labels)
     fn_err = max_rel(eps_fn, eps64)
     assert fn_err < 1e-10, f"functional restatement differs from diffusers: {fn_err}"
     f64_loss = abs(loss.item() - loss64.item()) / abs(loss64.item())
@@ -374,7 +400,7 @@ def make_case(name, out_root):
         assert torch.equal(weights[k], state[k]), k
     reloaded = UNet2DModel.from_pretrained(case_dir, low_cpu_mem_usage=False).float().eval()
     with torch.no_grad():
-        eps_reloaded = reloaded(sample, timestep).sample
+        eps_reloaded = reloaded(sample, timestep, class_labels=labels).sample
     assert torch.equal(eps_reloaded, eps), "reloaded model differs"
 
     tensors = {
@@ -385,12 +411,14 @@ def make_case(name, out_root):
         "loss": loss.reshape(1),
         "input_grad.sample": dsample,
     }
+    if labels is not None:
+        tensors["class_labels"] = labels
     for k, g in grads.items():
         tensors["grad." + k] = g
     tensors.update(acts)
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     for k, v in tensors.items():
-        assert v.dtype == (torch.int64 if k == "timestep" else torch.float32), k
+        assert v.dtype == (torch.int64 if k in ("timestep", "class_labels") else torch.float32), k
 
     meta = {
         "case": name,
@@ -447,7 +475,8 @@ def eps_sensitivity(name):
         torch.randn((batch, c["out_channels"], s, s), generator=gen)
         timestep = torch.randint(0, 1000, (batch,), generator=gen, dtype=torch.int64)
         with torch.no_grad():
-            results.append(model(sample, timestep).sample)
+            labels = torch.tensor(CLASS_LABELS[name]) if name in CLASS_LABELS else None
+            results.append(model(sample, timestep, class_labels=labels).sample)
     return max_rel(results[1], results[0])
 
 

@@ -64,6 +64,13 @@ fn run_case(dir: &std::path::Path) {
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     gpu.write(&net.input, &f32s(&sample));
     gpu.write(&net.timesteps, &f32s(&timestep));
+    // Class-conditional cases carry their labels; the model must then have a label input.
+    let has_labels = io.names().iter().any(|n| *n == "class_labels");
+    assert_eq!(has_labels, cfg.num_class_embeds.is_some(), "class_labels iff num_class_embeds");
+    if has_labels {
+        let (_, labels) = tensor_f32(&io, "class_labels");
+        gpu.write(net.class_labels.as_ref().unwrap(), &f32s(&labels));
+    }
     let target = gpu.tensor(&shape, &f32s(&noise));
     let loss_t = gpu.zeros(&[1]);
 
@@ -128,8 +135,8 @@ fn unet_matches_pytorch_on_every_golden_case() {
         .collect();
     cases.sort();
     assert!(
-        cases.len() >= 3,
-        "expected at least 3 golden cases in {}",
+        cases.len() >= 4,
+        "expected at least 4 golden cases in {}",
         root.display()
     );
     for dir in cases {

@@ -181,8 +181,13 @@ impl UNetConfig {
         check("resnet_time_scale_shift", &self.resnet_time_scale_shift, "default")?;
         check("downsample_type", &self.downsample_type, "conv")?;
         check("upsample_type", &self.upsample_type, "conv")?;
-        if self.class_embed_type.is_some() || self.num_class_embeds.is_some() {
-            bail!("fields `class_embed_type`/`num_class_embeds`: class conditioning is not supported yet");
+        if let Some(t) = &self.class_embed_type {
+            bail!(
+                "field `class_embed_type`: '{t}' is not supported (only null, a learned table of `num_class_embeds` rows)"
+            );
+        }
+        if self.num_class_embeds == Some(0) {
+            bail!("field `num_class_embeds`: must be at least 1 (or null for an unconditional model)");
         }
         if self.downsample_padding > 1 {
             bail!(
@@ -257,6 +262,13 @@ impl UNetConfig {
     /// Width of the time embedding (4 × the first block's channels, as diffusers).
     pub fn time_embed_dim(&self) -> usize {
         self.block_out_channels[0] * 4
+    }
+
+    /// The label meaning "no class" of a class-conditional model: the last row of the class
+    /// embedding (diffusers `num_class_embeds`). ddpm-gpu trains conditional models on
+    /// `num_class_embeds − 1` classes plus this label, which classifier-free guidance needs.
+    pub fn null_class(&self) -> Option<usize> {
+        self.num_class_embeds.map(|rows| rows - 1)
     }
 
     /// A named preset.

@@ -52,6 +52,9 @@ impl ParamTable {
         t.conv("conv_in", ch[0], cfg.in_channels, 3);
         t.linear("time_embedding.linear_1", temb, ch[0]);
         t.linear("time_embedding.linear_2", temb, temb);
+        if let Some(rows) = cfg.num_class_embeds {
+            t.push("class_embedding.weight".into(), vec![rows, temb]);
+        }
         let mut prev = ch[0];
         for (i, &c) in ch.iter().enumerate() {
             for j in 0..cfg.layers_per_block {
@@ -156,6 +159,8 @@ impl ParamTable {
     /// The paper's initialisation (hojonathanho/diffusion `nn.py`): weights variance-scaling
     /// fan-avg uniform with scale 1, biases zero, group norm γ = 1 and β = 0; the last conv of each
     /// res block, the attention output projection and `conv_out` with scale 1e-10 (near zero).
+    /// The class-embedding table (rows, dim), which the paper does not have, is treated like a
+    /// (dim → rows) linear layer's weight.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut flat = vec![0.0f32; self.total];

@@ -15,7 +15,8 @@ use crate::ops::attention::{Attention, AttentionBuffers, AttentionWeights};
 use crate::ops::conv2d::Conv2d;
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::{
-    attention, concat, conv2d, dropout, elementwise, group_norm, linear, silu, timestep_embedding, upsample,
+    attention, class_embedding, concat, conv2d, dropout, elementwise, group_norm, linear, silu, timestep_embedding,
+    upsample,
 };
 
 /// An activation and its gradient (the gradient is a shared 1-element dummy when not training).
@@ -588,6 +589,9 @@ pub struct UNet {
     pub input: Tensor,
     /// Timesteps (N) as f32 integers; write before running the forward.
     pub timesteps: Tensor,
+    /// Class labels (N) as f32 integers below `num_class_embeds`, for a class-conditional model
+    /// (`cfg.null_class()` is the "no class" label); write before running the forward.
+    pub class_labels: Option<Tensor>,
     /// Bytes of activations allocated, the largest single activation, and forward FLOPs per batch.
     pub activation_bytes: usize,
     pub largest_activation_bytes: usize,
@@ -597,6 +601,8 @@ pub struct UNet {
     e1: Act,
     e1a: Act,
     linear_2: Linear,
+    /// The class-embedding table of a class-conditional model, added to the time embedding.
+    class_embedding: Option<Param>,
     emb: Act,
     temb: Act, // silu(emb), shared by every res block's time_emb_proj
     conv_in: Conv,
@@ -647,6 +653,11 @@ impl UNet {
         let t_proj = b.tensor(&[n, ch[0]])?;
         let linear_1 = b.linear("time_embedding.linear_1", n, ch[0], temb_dim);
         let linear_2 = b.linear("time_embedding.linear_2", n, temb_dim, temb_dim);
+        let class_labels = match cfg.num_class_embeds {
+            Some(_) => Some(b.tensor(&[n])?),
+            None => None,
+        };
+        let class_embedding = cfg.num_class_embeds.map(|_| b.param("class_embedding.weight"));
         let (e1, e1a, emb, temb) = (
             b.act(&[n, temb_dim])?,
             b.act(&[n, temb_dim])?,
@@ -816,6 +827,7 @@ impl UNet {
             training,
             input,
             timesteps,
+            class_labels,
             activation_bytes: b.bytes,
             largest_activation_bytes: b.largest,
             forward_flops: b.flops,
@@ -824,6 +836,7 @@ impl UNet {
             e1,
             e1a,
             linear_2,
+            class_embedding,
             emb,
             temb,
             conv_in,
@@ -854,8 +867,9 @@ impl UNet {
         let mut seeds = Seeds::default();
         let cfg = &self.cfg;
         let n = self.batch;
-        // Time embedding: sinusoidal projection, linear_1, SiLU, linear_2; every res block applies
-        // SiLU before its own projection, so silu(emb) is computed once here.
+        // Time embedding: sinusoidal projection, linear_1, SiLU, linear_2 (plus the class's row of
+        // the class embedding); every res block applies SiLU before its own projection, so
+        // silu(emb) is computed once here.
         timestep_embedding::forward(
             p,
             n,
@@ -868,6 +882,9 @@ impl UNet {
         self.linear_1.forward(p, &self.t_proj, &self.e1.v);
         silu::forward(p, &self.e1.v, &self.e1a.v);
         self.linear_2.forward(p, &self.e1a.v, &self.emb.v);
+        if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
+            class_embedding::forward(p, labels, &table.w, &self.emb.v, true);
+        }
         silu::forward(p, &self.emb.v, &self.temb.v);
 
         self.conv_in.forward(p, &self.input, &self.h0.v);
@@ -1058,8 +1075,11 @@ impl UNet {
         }
         self.conv_in.backward(p, &self.input, &self.h0.g, None);
 
-        // Time embedding, in reverse (timesteps are not learned).
+        // Time embedding, in reverse (timesteps and labels are not learned).
         silu::backward(p, &self.emb.v, &self.temb.g, &self.emb.g);
+        if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
+            class_embedding::backward(p, labels, &self.emb.g, &table.g);
+        }
         self.linear_2.backward(p, &self.e1a.v, &self.emb.g, Some(&self.e1a.g));
         silu::backward(p, &self.e1.v, &self.e1a.g, &self.e1.g);
         self.linear_1.backward(p, &self.t_proj, &self.e1.g, None);

@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod attention;
+pub mod class_embedding;
 pub mod concat;
 pub mod conv2d;
 pub mod ddim;
@@ -10,6 +11,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod ema;
 pub mod group_norm;
+pub mod guidance;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
