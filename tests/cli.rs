@@ -58,6 +58,17 @@ fn bad_training_input_gets_one_clear_error() {
         &with(TINY, &["--data", bad_img.to_str().unwrap(), "--out", out]),
         &["broken.png"],
     );
+    // Class conditioning needs labels, which a folder of images does not have.
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    image::GrayImage::from_pixel(8, 8, image::Luma([200]))
+        .save(plain.join("a.png"))
+        .unwrap();
+    fails_with(
+        &with(TINY, &["--classes", "--data", plain.to_str().unwrap(), "--out", out]),
+        &["--classes", "no labels"],
+    );
+    fails_with(&with(TINY, &["--class-dropout", "1.5"]), &["--class-dropout"]);
     fails_with(&["train", "--model", "no-such-preset"], &["no-such-preset"]);
     fails_with(&with(TINY, &["--batch-size", "0"]), &["--batch-size"]);
     fails_with(

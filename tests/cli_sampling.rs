@@ -8,10 +8,15 @@ use std::process::{Command, Output};
 use ddpm_gpu::diffusion::schedule::SchedulerConfig;
 use ddpm_gpu::model::{save_folder, ParamTable, UNetConfig};
 
-/// A run-like folder: unet/ (the tiny preset, random weights) and scheduler/ with T = 20.
-fn model_folder() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ddpm-gpu-cli-sampling-{}", std::process::id()));
-    let cfg = UNetConfig::preset("tiny").unwrap();
+/// A run-like folder: unet/ (the tiny preset, random weights; with `classes`, class-conditional on
+/// that many classes) and scheduler/ with T = 20.
+fn model_folder(classes: Option<usize>) -> PathBuf {
+    let name = format!("ddpm-gpu-cli-sampling-{}-{classes:?}", std::process::id());
+    let dir = std::env::temp_dir().join(name);
+    let cfg = UNetConfig {
+        num_class_embeds: classes.map(|c| c + 1),
+        ..UNetConfig::preset("tiny").unwrap()
+    };
     let table = ParamTable::new(&cfg);
     save_folder(&dir.join("unet"), &cfg, &table, &table.init(3)).unwrap();
     std::fs::create_dir_all(dir.join("scheduler")).unwrap();
@@ -51,7 +56,7 @@ fn dims(path: &Path) -> (u32, u32) {
 
 #[test]
 fn sample_interpolate_and_eval_commands() {
-    let dir = model_folder();
+    let dir = model_folder(None);
     let model = dir.to_str().unwrap();
     let out = dir.join("ddim.png");
     let o = run(&[
@@ -189,6 +194,11 @@ fn sample_interpolate_and_eval_commands() {
     refuse("sample", &["--progressive", "1"], &["--progressive 1"]);
     refuse(
         "sample",
+        &["--class", "1"],
+        &["--class", "not class-conditional", "--classes"],
+    );
+    refuse(
+        "sample",
         &["--sampler", "ddim", "--steps", "4", "--progressive", "5"],
         &["--progressive 5", "(4)"],
     );
@@ -207,5 +217,32 @@ fn sample_interpolate_and_eval_commands() {
     );
     refuse("eval", &["--images", "0"], &["--images"]);
     refuse("eval", &["--offset", "9999", "--images", "2"], &["--offset 9999"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn class_conditional_sampling_with_guidance() {
+    let dir = model_folder(Some(3));
+    let model = dir.to_str().unwrap();
+    let out = dir.join("guided.png");
+    let out_s = out.to_str().unwrap();
+    let ddim = ["--sampler", "ddim", "--steps", "3"];
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", "--model", model, "--out", out_s];
+        args.extend(ddim);
+        args.extend(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    // Six images cycle through the 3 classes: one class per column, 3 × 2.
+    sample(&["--images", "6", "--guidance", "2"]);
+    assert_eq!(dims(&out), (3 * 16 + 2 * 2, 2 * 16 + 2));
+    // One class for all: the usual square-ish grid.
+    sample(&["--images", "2", "--class", "2"]);
+    assert_eq!(dims(&out), (2 * 16 + 2, 16));
+    let mut args = vec!["sample", "--model", model];
+    args.extend(ddim);
+    refused(&[args.as_slice(), &["--class", "3"]].concat(), &["--class 3", "0 to 2"]);
+    refused(&[args.as_slice(), &["--guidance", "nan"]].concat(), &["--guidance NaN"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

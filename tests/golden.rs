@@ -65,8 +65,12 @@ fn run_case(dir: &std::path::Path) {
     gpu.write(&net.input, &f32s(&sample));
     gpu.write(&net.timesteps, &f32s(&timestep));
     // Class-conditional cases carry their labels; the model must then have a label input.
-    let has_labels = io.names().iter().any(|n| *n == "class_labels");
-    assert_eq!(has_labels, cfg.num_class_embeds.is_some(), "class_labels iff num_class_embeds");
+    let has_labels = io.names().contains(&"class_labels");
+    assert_eq!(
+        has_labels,
+        cfg.num_class_embeds.is_some(),
+        "class_labels iff num_class_embeds"
+    );
     if has_labels {
         let (_, labels) = tensor_f32(&io, "class_labels");
         gpu.write(net.class_labels.as_ref().unwrap(), &f32s(&labels));

@@ -75,6 +75,11 @@ fn guidance_matches_reference() {
         let want_y: Vec<f64> = x64.iter().chain(&x64).copied().collect();
         assert_close(&format!("guidance duplicate len={len}"), &gpu.read(&ty), &want_y, 0.0);
         let want = reference::guidance::combine(&to_f64(&eps2), scale as f64);
-        assert_close(&format!("guidance combine len={len} s={scale}"), &gpu.read(&te), &want, TOL);
+        assert_close(
+            &format!("guidance combine len={len} s={scale}"),
+            &gpu.read(&te),
+            &want,
+            TOL,
+        );
     }
 }

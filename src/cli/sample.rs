@@ -60,6 +60,42 @@ pub struct SampleArgs {
     /// of the paper.
     #[arg(long, value_name = "K")]
     progressive: Option<usize>,
+    /// Class-conditional models: the class of every image (default: image i gets class i mod
+    /// the number of classes, one class per grid column).
+    #[arg(long, value_name = "C")]
+    class: Option<usize>,
+    /// Class-conditional models: classifier-free guidance scale s, ε̃ = ε(x) + s·(ε(x, c) − ε(x))
+    /// (Ho & Salimans 2022; their w is s − 1). 1 (default) is the conditional model alone, 0 the
+    /// unconditional one; s > 1 gives more typical images of the class, at twice the cost per step.
+    #[arg(long, value_name = "S")]
+    guidance: Option<f32>,
+}
+
+/// The class of each image for a class-conditional model (`None` for an unconditional one).
+fn class_labels(args: &SampleArgs, cfg: &ddpm_gpu::model::UNetConfig) -> Result<Option<Vec<usize>>> {
+    let Some(null) = cfg.null_class() else {
+        if args.class.is_some() || args.guidance.is_some() {
+            bail!(
+                "--class/--guidance: the model in {} is not class-conditional (its config has no `num_class_embeds`; train one with `ddpm-gpu train --classes`)",
+                args.model.display()
+            );
+        }
+        return Ok(None);
+    };
+    if null == 0 {
+        bail!(
+            "--model {}: `num_class_embeds` is 1, which leaves no class besides the \"no class\" label",
+            args.model.display()
+        );
+    }
+    if let Some(g) = args.guidance.filter(|g| !g.is_finite()) {
+        bail!("--guidance {g}: expected a finite number");
+    }
+    Ok(Some(match args.class {
+        Some(c) if c >= null => bail!("--class {c}: this model knows classes 0 to {}", null - 1),
+        Some(c) => vec![c; args.images],
+        None => (0..args.images).map(|i| i % null).collect(),
+    }))
 }
 
 /// The U-Net folder and scheduler config of a model folder.
@@ -166,10 +202,14 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
         None => Vec::new(),
     };
     let (cfg, table, flat) = load_folder(&unet_dir)?;
+    let labels = class_labels(args, &cfg)?;
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     let weights = gpu.tensor(&[table.total], &flat);
-    let mut sampler = Sampler::new(&gpu, &cfg, &table, &weights, args.images)?;
+    let mut sampler = match &labels {
+        Some(l) => Sampler::conditional(&gpu, &cfg, &table, &weights, l, args.guidance.unwrap_or(1.0))?,
+        None => Sampler::new(&gpu, &cfg, &table, &weights, args.images)?,
+    };
     let bar = ProgressBar::new(chain.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} denoising steps [{elapsed_precise} < {eta_precise}]")
@@ -187,7 +227,11 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     bar.finish();
     let size = cfg.sample_size();
     let (c, n) = (cfg.out_channels, args.images);
-    let cols = (n as f64).sqrt().ceil() as usize;
+    // Cycling classes: one class per column.
+    let cols = match (&labels, args.class, cfg.null_class()) {
+        (Some(_), None, Some(classes)) if n >= classes => classes,
+        _ => (n as f64).sqrt().ceil() as usize,
+    };
     viz::save_grid(&args.out, &images, n, c, size, size, cols, 2)?;
     eprintln!("wrote {}", args.out.display());
     if let Some(dir) = &args.each {

@@ -76,6 +76,14 @@ pub struct TrainArgs {
     /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
     #[arg(long, default_value = "linear")]
     schedule: String,
+    /// Class-conditional training on the dataset's labels, for classifier-free guidance at
+    /// sampling (`sample --class C --guidance S`): adds a class embedding of one row per class
+    /// plus a "no class" row (diffusers `num_class_embeds`).
+    #[arg(long, conflicts_with = "resume")]
+    classes: bool,
+    /// Probability that a training image's label is replaced by "no class" (default 0.1).
+    #[arg(long, value_name = "P")]
+    class_dropout: Option<f64>,
 }
 
 fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
@@ -103,7 +111,8 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
         checkpoint_every,
         sample_every,
         sample_images,
-        micro_batch
+        micro_batch,
+        class_dropout
     );
     cfg.validate()?;
     Ok(cfg)
@@ -111,7 +120,7 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
 
 pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     // Where the run lives, and what it trains.
-    let (run, model, sched, cfg) = match &args.resume {
+    let (run, mut model, sched, cfg) = match &args.resume {
         Some(dir) => {
             let run = RunDir { root: dir.clone() };
             if !run.state().exists() {
@@ -162,6 +171,16 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     };
     let size = model.sample_size();
     let dataset = data::load(&source, model.in_channels, size)?;
+    if args.classes && args.resume.is_none() {
+        let Some(labels) = &dataset.labels else {
+            bail!(
+                "--classes: the training data ({}) has no labels (labels come with MNIST IDX files that have a labels-idx1 sibling and with CIFAR-10 .bin files)",
+                source
+            );
+        };
+        let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        model.num_class_embeds = Some(classes + 1);
+    }
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     eprintln!(
@@ -313,7 +332,22 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
 /// A grid of samples from the EMA weights into `samples/step_XXXXXXX.png`.
 fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunDir, step: usize) -> Result<()> {
     let n = trainer.cfg.sample_images;
-    let mut sampler = Sampler::new(gpu, &trainer.model, &trainer.table, &trainer.ema, n)?;
+    // A class-conditional model samples image i from class i mod classes, one class per column.
+    let m = &trainer.model;
+    let (mut sampler, cols) = match m.null_class() {
+        Some(classes) if classes > 0 => {
+            let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+            let cols = if n >= classes { classes } else { n };
+            (
+                Sampler::conditional(gpu, m, &trainer.table, &trainer.ema, &labels, 1.0)?,
+                cols,
+            )
+        }
+        _ => (
+            Sampler::new(gpu, m, &trainer.table, &trainer.ema, n)?,
+            (n as f64).sqrt().ceil() as usize,
+        ),
+    };
     let schedule = ddpm_gpu::diffusion::schedule::Schedule::new(sched);
     let opts = SampleOptions {
         images: n,
@@ -326,9 +360,7 @@ fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunD
     bar.finish_and_clear();
     let dir = run.root.join("samples");
     std::fs::create_dir_all(&dir)?;
-    let m = &trainer.model;
     let size = m.sample_size();
-    let cols = (n as f64).sqrt().ceil() as usize;
     let path = dir.join(format!("step_{step:07}.png"));
     viz::save_grid(&path, &images, n, m.out_channels, size, size, cols, 2)?;
     eprintln!("samples: {}", path.display());

@@ -3,7 +3,10 @@
 //!   t = T−1 … 0 one U-Net forward and one fused p_sample step (eq. 11) — [`Sampler::sample`];
 //! - DDIM (Song et al. 2021) over a subsequence of the timesteps — [`ddim_chain`];
 //! - a DDPM chain from any x_t at any t, optionally with the same noise for every image of the
-//!   batch (interpolation, §4.4 of the paper) — [`Sampler::set_x`] and [`ddpm_chain`].
+//!   batch (interpolation, §4.4 of the paper) — [`Sampler::set_x`] and [`ddpm_chain`];
+//! - class-conditional sampling with classifier-free guidance (Ho & Salimans 2022) —
+//!   [`Sampler::conditional`]: the network runs on 2N images (N with their labels, N with the
+//!   "no class" label) and `ops::guidance` mixes the two predictions before the update.
 //!
 //! A chain is a list of [`Step`]s. Each step is one U-Net forward at its timestep followed by the
 //! update of its kind ([`Update`]); the sampler records one plan per kind once and replays it
@@ -18,8 +21,8 @@ use crate::diffusion::trainer::step_seed;
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::model::{ParamTable, UNet, UNetConfig};
 use crate::ops::ddim::{self, DdimParams};
-use crate::ops::elementwise;
 use crate::ops::p_sample::{self, PSampleParams};
+use crate::ops::{elementwise, guidance};
 use crate::reference::rng;
 
 /// What a sampling run needs besides the weights.
@@ -102,7 +105,13 @@ struct Recorded {
 pub struct Sampler {
     gpu: Gpu,
     net: UNet,
-    /// x_T ~ N(0, I) into the network's input.
+    images: usize,
+    /// The current x (N, C, H, W): the network's input itself, or with guidance the tensor
+    /// duplicated into both halves of the input.
+    x: Tensor,
+    /// The ε the update uses: the network's output, or with guidance the mixed prediction.
+    eps: Tensor,
+    /// x_T ~ N(0, I) into `x`.
     init: Plan,
     init_kernel: usize,
     ddpm: Recorded,
@@ -117,27 +126,87 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// Unconditional sampling of `images` images. A class-conditional model runs with the
+    /// "no class" label (its unconditional half).
     pub fn new(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, weights: &Tensor, images: usize) -> Result<Sampler> {
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let net = UNet::new(gpu, cfg, table, weights, None, images)?;
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            anyhow::bail!("out of GPU memory for {images} images at once ({e}); ask for fewer images");
+        Sampler::build(gpu, cfg, table, weights, images, None, 1.0)
+    }
+
+    /// Class-conditional sampling of one image per label with guidance scale `scale`
+    /// (ε̃ = ε_u + s·(ε_c − ε_u); 1 is the conditional model alone and costs one forward per
+    /// step, any other scale runs the network on twice the images).
+    pub fn conditional(
+        gpu: &Gpu,
+        cfg: &UNetConfig,
+        table: &ParamTable,
+        weights: &Tensor,
+        labels: &[usize],
+        scale: f32,
+    ) -> Result<Sampler> {
+        let Some(null) = cfg.null_class() else {
+            anyhow::bail!("this model is not class-conditional (its config has no `num_class_embeds`)");
+        };
+        if let Some(&bad) = labels.iter().find(|&&l| l >= null) {
+            anyhow::bail!(
+                "class {bad} does not exist: this model knows classes 0 to {} (`num_class_embeds` {} includes the \"no class\" label {null})",
+                null.saturating_sub(1),
+                null + 1
+            );
         }
-        let shape = net.input.shape().to_vec();
+        Sampler::build(gpu, cfg, table, weights, labels.len(), Some(labels), scale)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        cfg: &UNetConfig,
+        table: &ParamTable,
+        weights: &Tensor,
+        images: usize,
+        labels: Option<&[usize]>,
+        scale: f32,
+    ) -> Result<Sampler> {
+        let guided = labels.is_some() && scale != 1.0;
+        let batch = if guided { 2 * images } else { images };
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let net = UNet::new(gpu, cfg, table, weights, None, batch)?;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            anyhow::bail!("out of GPU memory for {batch} images at once ({e}); ask for fewer images");
+        }
+        if let (Some(labels), Some(t)) = (labels, &net.class_labels) {
+            let mut all: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            if guided {
+                let null = cfg.null_class().expect("a conditional model") as f32;
+                all.extend(std::iter::repeat_n(null, images));
+            }
+            gpu.write(t, &all);
+        }
+        let shape = [images, cfg.in_channels, cfg.sample_size(), cfg.sample_size()];
         let (x_prev, x0_pred, shared_noise) = (gpu.zeros(&shape), gpu.zeros(&shape), gpu.zeros(&shape));
+        let (x, eps) = if guided {
+            (gpu.zeros(&shape), gpu.zeros(&shape))
+        } else {
+            (net.input.clone(), net.output().clone())
+        };
         let mut init = Plan::new(gpu);
-        let init_kernel = p_sample::noise(&mut init, &net.input, 0);
-        // One plan per update kind, each: forward → update → x_prev into the input.
+        let init_kernel = p_sample::noise(&mut init, &x, 0);
+        // One plan per update kind, each: (x into both halves of the input) → forward → (mixed
+        // ε) → update → x_prev into x.
         let record = |update: &dyn Fn(&mut Plan) -> usize| {
             let mut plan = Plan::new(gpu);
+            if guided {
+                guidance::duplicate(&mut plan, &x, &net.input);
+            }
             net.forward(&mut plan);
+            if guided {
+                guidance::combine(&mut plan, net.output(), &eps, scale);
+            }
             let kernel = update(&mut plan);
-            elementwise::copy(&mut plan, &x_prev, &net.input);
+            elementwise::copy(&mut plan, &x_prev, &x);
             Recorded { plan, kernel }
         };
         let p_sample = |plan: &mut Plan| {
             let hp = PSampleParams::default();
-            p_sample::forward(plan, &net.input, net.output(), &x_prev, &x0_pred, &hp)
+            p_sample::forward(plan, &x, &eps, &x_prev, &x0_pred, &hp)
         };
         let ddpm = record(&p_sample);
         let ddpm_shared = record(&|plan: &mut Plan| {
@@ -147,11 +216,14 @@ impl Sampler {
         });
         let ddim = record(&|plan: &mut Plan| {
             let hp = DdimParams::default();
-            ddim::forward(plan, &net.input, net.output(), &x_prev, &x0_pred, &hp)
+            ddim::forward(plan, &x, &eps, &x_prev, &x0_pred, &hp)
         });
         Ok(Sampler {
             gpu: gpu.clone(),
             net,
+            images,
+            x,
+            eps,
             init,
             init_kernel,
             ddpm,
@@ -171,29 +243,29 @@ impl Sampler {
         self.run(&chain, |i, _| progress(i))
     }
 
-    /// Batch size.
+    /// Images sampled at once.
     pub fn images(&self) -> usize {
-        self.net.batch
+        self.images
     }
 
     /// Start a chain at x_T ~ N(0, I), drawn on the GPU from `seed`.
     pub fn draw_noise(&mut self, seed: u64) {
-        let n = self.net.input.len();
+        let n = self.x.len();
         p_sample::set_noise_seed(&self.init, self.init_kernel, n, step_seed(seed, 0, 6));
         self.init.run();
     }
 
     /// Start a chain at the given x (N, C, H, W), e.g. an x_t of the forward process.
     pub fn set_x(&mut self, x: &[f32]) {
-        self.gpu.write(&self.net.input, x);
+        self.gpu.write(&self.x, x);
     }
 
     /// Run `chain` from the current x; `after(i, self)` is called after step i (it may read
     /// [`Sampler::read_eps`], [`Sampler::read_x0_pred`], [`Sampler::read_x`]; reading waits for the
     /// GPU). Returns the final x (N, C, H, W).
     pub fn run(&mut self, chain: &[Step], mut after: impl FnMut(usize, &Sampler)) -> Vec<f32> {
-        let n = self.net.input.len();
-        let image_len = n / self.net.batch;
+        let n = self.x.len();
+        let image_len = n / self.images;
         for (i, step) in chain.iter().enumerate() {
             self.gpu
                 .write(&self.net.timesteps, &vec![step.t as f32; self.net.batch]);
@@ -205,7 +277,7 @@ impl Sampler {
                 Update::DdpmSharedNoise(hp) => {
                     let z = rng::normals(hp.seed, image_len);
                     let noise: Vec<f32> = z.iter().map(|&z| hp.sigma * z as f32).collect();
-                    self.gpu.write(&self.shared_noise, &noise.repeat(self.net.batch));
+                    self.gpu.write(&self.shared_noise, &noise.repeat(self.images));
                     let mean_only = PSampleParams { sigma: 0.0, ..hp };
                     p_sample::set_params(&self.ddpm_shared.plan, self.ddpm_shared.kernel, n, &mean_only);
                     &self.ddpm_shared
@@ -223,12 +295,12 @@ impl Sampler {
 
     /// The current x (N, C, H, W): the start of the chain, or the result of the last step.
     pub fn read_x(&self) -> Vec<f32> {
-        self.gpu.read(&self.net.input)
+        self.gpu.read(&self.x)
     }
 
     /// The network's ε_θ(x_t, t) of the last step (N, C, H, W).
     pub fn read_eps(&self) -> Vec<f32> {
-        self.gpu.read(self.net.output())
+        self.gpu.read(&self.eps)
     }
 
     /// The predicted x̂₀ of the last step (N, C, H, W).

@@ -2,7 +2,9 @@
 //!
 //! Per step the CPU draws the batch's dataset rows and timesteps (from `(seed, step)`, so a
 //! resumed run draws exactly what an uninterrupted one would), writes them and the step's
-//! scalars (seeds, learning rate, bias corrections), and submits one command buffer:
+//! scalars (seeds, learning rate, bias corrections), and submits one command buffer (a
+//! class-conditional model also gets the rows' labels, each replaced by the "no class" label with
+//! probability `class_dropout`, which trains the unconditional model of classifier-free guidance):
 //! q_sample (gather x₀, draw ε, x_t = √ᾱ x₀ + √(1−ᾱ) ε, eq. 4) → U-Net forward → L_simple and its
 //! gradient (eq. 14) → U-Net backward → global gradient norm → Adam → EMA.
 //! The CPU waits only when it logs the loss.
@@ -47,6 +49,9 @@ pub struct TrainConfig {
     /// Parameters per optimizer dispatch (0 = as many as one storage binding holds). Buffers
     /// larger than a binding, like the paper model's on lavapipe, are processed in chunks.
     pub param_chunk: usize,
+    /// Class-conditional models: probability that a training image's label is replaced by the
+    /// "no class" label (Ho & Salimans 2022 use 0.1–0.2), so one network learns both ε(x, c) and ε(x).
+    pub class_dropout: f64,
 }
 
 impl Default for TrainConfig {
@@ -67,6 +72,7 @@ impl Default for TrainConfig {
             sample_images: 16,
             micro_batch: 0,
             param_chunk: 0,
+            class_dropout: 0.1,
         }
     }
 }
@@ -116,6 +122,9 @@ impl TrainConfig {
                 self.micro_batch,
                 self.batch_size
             );
+        }
+        if !(0.0..=1.0).contains(&self.class_dropout) {
+            bail!("--class-dropout must be in [0, 1], got {}", self.class_dropout);
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
@@ -171,6 +180,8 @@ pub struct Trainer {
     /// When the dataset does not fit one binding, batches are gathered on the CPU.
     host_data: Option<Dataset>,
     dataset_len: usize,
+    /// The dataset's labels, for a class-conditional model.
+    labels: Option<Vec<u8>>,
     micro_batches: Vec<MicroBatch>,
     adam_kernels: Vec<(usize, usize)>, // (kernel index, chunk length)
 }
@@ -180,6 +191,8 @@ struct MicroBatch {
     /// Dataset rows (as f32) and timesteps of this micro-batch.
     index: Tensor,
     t: Tensor,
+    /// Its class labels (as f32), for a class-conditional model.
+    labels: Option<Tensor>,
     /// Its loss (one value; views of one buffer 64 elements apart, so each is aligned).
     loss: Tensor,
     q: (QSample, usize),
@@ -220,6 +233,22 @@ impl Trainer {
                 model.in_channels
             );
         }
+        let labels = match model.null_class() {
+            None => None,
+            Some(null) => {
+                let Some(labels) = &dataset.labels else {
+                    bail!("the model is class-conditional (`num_class_embeds`) but the dataset has no labels");
+                };
+                if let Some(&bad) = labels.iter().find(|&&l| l as usize >= null) {
+                    bail!(
+                        "the dataset has label {bad}, but the model's `num_class_embeds` {} leaves room for labels 0 to {} (the last row is the \"no class\" label)",
+                        null + 1,
+                        null as isize - 1
+                    );
+                }
+                Some(labels.clone())
+            }
+        };
         let schedule = Schedule::new(sched);
         let n = cfg.batch_size;
         let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
@@ -285,6 +314,7 @@ impl Trainer {
         let mut micro_batches = Vec::new();
         for c in 0..k {
             let (index, t, loss) = (gpu.zeros(&[mb]), gpu.zeros(&[mb]), losses.view(c * 64, &[1]));
+            let micro_labels = net.class_labels.as_ref().map(|_| gpu.zeros(&[mb]));
             let qs = QSample {
                 batch: mb,
                 channels: model.in_channels,
@@ -296,6 +326,9 @@ impl Trainer {
             // x₀ gathered from the dataset, ε drawn, x_t = √ᾱ x₀ + √(1−ᾱ) ε (eq. 4).
             let qk = q_sample::forward(&mut plan, &qs, &data, &index, &t, &table_t, &net.input, &target, 0);
             elementwise::copy(&mut plan, &t, &net.timesteps);
+            if let (Some(src), Some(dst)) = (&micro_labels, &net.class_labels) {
+                elementwise::copy(&mut plan, src, dst);
+            }
             let seeds_f = net.forward(&mut plan);
             net.zero_grads(&mut plan);
             // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/k of the batch's.
@@ -307,6 +340,7 @@ impl Trainer {
             micro_batches.push(MicroBatch {
                 index,
                 t,
+                labels: micro_labels,
                 loss,
                 q: (qs, qk),
                 dropout_fwd: seeds_f.forward,
@@ -360,6 +394,7 @@ impl Trainer {
             data,
             host_data,
             dataset_len,
+            labels,
             micro_batches,
             adam_kernels,
         })
@@ -388,10 +423,31 @@ impl Trainer {
         (rows, ts)
     }
 
+    /// The class labels of step `step`'s batch (for a class-conditional model): the rows' labels,
+    /// each replaced by the "no class" label with probability `class_dropout`, drawn from
+    /// `(seed, step)` only.
+    pub fn label_draw(&self, step: usize, rows: &[usize]) -> Option<Vec<usize>> {
+        let (labels, null) = (self.labels.as_ref()?, self.model.null_class()?);
+        let mut rng = StdRng::seed_from_u64(step_seed(self.cfg.seed, step, 2) as u64 | ((step as u64) << 32));
+        let p = self.cfg.class_dropout;
+        Some(
+            rows.iter()
+                .map(|&r| {
+                    if rng.random::<f64>() < p {
+                        null
+                    } else {
+                        labels[r] as usize
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Run one training step (queued; does not wait).
     pub fn run_step(&mut self) {
         let step = self.step;
         let (rows, ts) = self.batch_draw(step);
+        let labels = self.label_draw(step, &rows);
         let mb = self.micro_batch;
         if let Some(ds) = &self.host_data {
             self.gpu.write(&self.data, &ds.batch(&rows));
@@ -402,10 +458,14 @@ impl Trainer {
             let range = c * mb..(c + 1) * mb;
             let t: Vec<f32> = ts[range.clone()].iter().map(|&t| t as f32).collect();
             let index: Vec<f32> = match &self.host_data {
-                None => rows[range].iter().map(|&r| r as f32).collect(),
-                Some(_) => range.map(|r| r as f32).collect(),
+                None => rows[range.clone()].iter().map(|&r| r as f32).collect(),
+                Some(_) => range.clone().map(|r| r as f32).collect(),
             };
             self.gpu.write(&micro.t, &t);
+            if let (Some(dst), Some(labels)) = (&micro.labels, &labels) {
+                let l: Vec<f32> = labels[range.clone()].iter().map(|&l| l as f32).collect();
+                self.gpu.write(dst, &l);
+            }
             self.gpu.write(&micro.index, &index);
             // Every micro-batch draws from the step's one noise stream (QSample::first).
             q_sample::set_seed(&self.plan, micro.q.1, &micro.q.0, step_seed(seed, step, 1));

@@ -590,7 +590,7 @@ pub struct UNet {
     /// Timesteps (N) as f32 integers; write before running the forward.
     pub timesteps: Tensor,
     /// Class labels (N) as f32 integers below `num_class_embeds`, for a class-conditional model
-    /// (`cfg.null_class()` is the "no class" label); write before running the forward.
+    /// (`cfg.null_class()`, the "no class" label, until written); write before running the forward.
     pub class_labels: Option<Tensor>,
     /// Bytes of activations allocated, the largest single activation, and forward FLOPs per batch.
     pub activation_bytes: usize,
@@ -653,8 +653,12 @@ impl UNet {
         let t_proj = b.tensor(&[n, ch[0]])?;
         let linear_1 = b.linear("time_embedding.linear_1", n, ch[0], temb_dim);
         let linear_2 = b.linear("time_embedding.linear_2", n, temb_dim, temb_dim);
-        let class_labels = match cfg.num_class_embeds {
-            Some(_) => Some(b.tensor(&[n])?),
+        let class_labels = match cfg.null_class() {
+            Some(null) => {
+                let t = b.tensor(&[n])?;
+                gpu.write(&t, &vec![null as f32; n]);
+                Some(t)
+            }
             None => None,
         };
         let class_embedding = cfg.num_class_embeds.map(|_| b.param("class_embedding.weight"));

@@ -48,11 +48,5 @@ pub fn combine(p: &mut Plan, eps2: &Tensor, eps: &Tensor, scale: f32) -> usize {
 
 /// Set the guidance scale of the `combine` kernel `kernel` over `len` elements.
 pub fn set_scale(p: &Plan, kernel: usize, len: usize, scale: f32) {
-    p.set_params(
-        kernel,
-        &GuidanceParams {
-            len: len as u32,
-            scale,
-        },
-    );
+    p.set_params(kernel, &GuidanceParams { len: len as u32, scale });
 }
