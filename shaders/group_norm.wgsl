@@ -42,7 +42,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;                 // (N, C, HW)
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;             // (C)
-@group(0) @binding(3) var<storage, read> beta: array<f32>;              // (C)  backward: read only when params.silu = 1
+@group(0) @binding(3) var<storage, read> beta: array<f32>;              // (C)  backward: used only when params.silu = 1
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;           // (N, C, HW)   forward output
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;    // (N, groups)  forward output
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;    // (N, groups)  forward output
@@ -87,14 +87,12 @@ fn activate(n: f32) -> f32 {
     return n;
 }
 
-// dn = ∂L/∂n of element i (channel ch, normalized value xh) from dy[i]: through the fused SiLU
-// when params.silu = 1, recomputing n = x̂ · γ + β (the forward does not store it).
-fn grad_n(i: u32, ch: u32, xh: f32) -> f32 {
-    let d = dy[i];
+// dn = ∂L/∂n from d = ∂L/∂y and the recomputed n = x̂ · γ + β (the forward does not store it):
+// d itself for the plain group norm, through the SiLU's derivative when fused.
+fn grad_n(d: f32, n: f32) -> f32 {
     if (params.silu == 0u) {
         return d;
     }
-    let n = xh * gamma[ch] + beta[ch];
     let s = sigmoid(n);
     return d * s * (1.0 + n * (1.0 - s));
 }
@@ -157,14 +155,14 @@ fn backward_dx(
     for (var i = lid; i < len; i += WG) {
         let ch = c0 + i / params.hw;
         let xh = (x[base + i] - mu) * r;
-        let g = grad_n(base + i, ch, xh) * gamma[ch];
+        let g = grad_n(dy[base + i], xh * gamma[ch] + beta[ch]) * gamma[ch];
         sums += vec2(g, g * xh);
     }
     let m = workgroup_sum(sums, lid) / f32(len);
     for (var i = lid; i < len; i += WG) {
         let ch = c0 + i / params.hw;
         let xh = (x[base + i] - mu) * r;
-        let g = grad_n(base + i, ch, xh) * gamma[ch];
+        let g = grad_n(dy[base + i], xh * gamma[ch] + beta[ch]) * gamma[ch];
         dx[base + i] += r * (g - m.x - xh * m.y);
     }
 }
@@ -180,13 +178,15 @@ fn backward_params(
         return;
     }
     let g = ch / (params.c / params.groups);
+    let gm = gamma[ch];
+    let bt = beta[ch];
     var sums = vec2(0.0);  // (Σ dn · x̂, Σ dn)
     for (var k = lid; k < params.n * params.hw; k += WG) {
         let s = k / params.hw;
         let i = (s * params.c + ch) * params.hw + k % params.hw;
         let ng = s * params.groups + g;
         let xh = (x[i] - mean[ng]) * rstd[ng];
-        let d = grad_n(i, ch, xh);
+        let d = grad_n(dy[i], xh * gm + bt);
         sums += vec2(d * xh, d);
     }
     let total = workgroup_sum(sums, lid);
@@ -263,23 +263,26 @@ fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let r = rstd[ng];
     var sums = vec2(0.0);  // (Σ g · x̂, Σ g) with g = dn · γ: per-row sums times γ, summed over rows
     for (var k = 0u; k < cg; k++) {
+        let gm = gamma[c0 + k];
+        let bt = beta[c0 + k];
         let row = base + k * params.hw;
         var row_sums = vec2(0.0);  // (Σ dn · x̂, Σ dn) over the row
         for (var i = 0u; i < params.hw; i++) {
             let xh = (x[row + i] - mu) * r;
-            let d = grad_n(row + i, c0 + k, xh);
+            let d = grad_n(dy[row + i], xh * gm + bt);
             row_sums += vec2(d * xh, d);
         }
         partial_out[nc0 + k] = row_sums;
-        sums += gamma[c0 + k] * row_sums;
+        sums += gm * row_sums;
     }
     let m = sums / f32(len);  // (mean(g · x̂), mean(g))
     for (var k = 0u; k < cg; k++) {
         let gm = gamma[c0 + k];
+        let bt = beta[c0 + k];
         let row = base + k * params.hw;
         for (var i = 0u; i < params.hw; i++) {
             let xh = (x[row + i] - mu) * r;
-            dx[row + i] += r * (grad_n(row + i, c0 + k, xh) * gm - m.y - xh * m.x);
+            dx[row + i] += r * (grad_n(dy[row + i], xh * gm + bt) * gm - m.y - xh * m.x);
         }
     }
 }

@@ -222,7 +222,7 @@ pub fn backward_with(
     dgamma: &Tensor,
     dbeta: &Tensor,
 ) {
-    // The kernels read β only for the fused SiLU; `gamma` fills its binding here, unread.
+    // The kernels use β only for the fused SiLU: `gamma` fills its binding here, its values unused.
     record_backward(p, m, s, false, x, gamma, gamma, mean, rstd, dy, dx, dgamma, dbeta);
 }
 
