@@ -1,4 +1,5 @@
-//! Group norm (both mappings), SiLU and add: `cargo bench --bench group_norm`.
+//! Group norm (both mappings), group norm fused with SiLU against the two unfused kernels, SiLU
+//! and add: `cargo bench --bench group_norm`.
 //!
 //! All of these are memory-bound, so each is reported in GB/s of its algorithmic traffic (every
 //! tensor read or written once; the statistics and γ/β are negligible) and as a percentage of the
@@ -7,6 +8,9 @@
 //!   group norm forward:  read x, write y                     → 8 bytes per element
 //!   group norm backward: read x, dy; read and write dx       → 16 bytes per element
 //!   silu forward: read x, write y → 8;   add: read a, b, write y → 12.
+//! The fused group norm + SiLU counts as much traffic as the group norm alone (x in, a out;
+//! backward x, da, dx); the unfused pair is timed as one plan (group norm then SiLU, SiLU
+//! backward then group norm backward) on the same work, so its GB/s is directly comparable.
 //! The kernels actually read x two (serial forward) or three times; that extra traffic is the
 //! kernels' cost, not counted as useful bandwidth.
 
@@ -40,7 +44,8 @@ fn main() {
     println!("default group norm mapping: {:?}", Mapping::for_adapter(&gpu));
     println!("copy kernel: {:.2} GB/s (64 MiB)", peak::copy_gbps(&gpu, 64 << 20));
 
-    for (n, c, h, w, groups) in [(32usize, 64usize, 28usize, 28usize, 32usize), (128, 128, 32, 32, 32)] {
+    // The mnist preset's largest group norm at batch 32, then a paper-sized one.
+    for (n, c, h, w, groups) in [(32usize, 32usize, 28usize, 28usize, 8usize), (128, 128, 32, 32, 32)] {
         let s = GroupNorm {
             n,
             c,
@@ -72,6 +77,39 @@ fn main() {
             let secs = peak::time_plan(&gpu, &p, REPS);
             report(&format!("group norm backward ({m:?})"), 16.0 * numel as f64, secs, copy);
         }
+        let m = Mapping::for_adapter(&gpu);
+        // The unfused pair's intermediate n = group_norm(x) and its gradient.
+        let (n_tmp, dn_tmp) = (gpu.zeros(&[n, c, h * w]), gpu.zeros(&[n, c, h * w]));
+        let mut p = Plan::new(&gpu);
+        group_norm::forward_with(&mut p, m, &s, &x, &gamma, &beta, &n_tmp, &mean, &rstd);
+        silu::forward(&mut p, &n_tmp, &y);
+        let secs = peak::time_plan(&gpu, &p, REPS);
+        report(&format!("gn, silu forward ({m:?})"), 8.0 * numel as f64, secs, copy);
+        let mut p = Plan::new(&gpu);
+        group_norm::forward_silu_with(&mut p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd);
+        let secs = peak::time_plan(&gpu, &p, REPS);
+        report(
+            &format!("gn+silu fused forward ({m:?})"),
+            8.0 * numel as f64,
+            secs,
+            copy,
+        );
+        let mut p = Plan::new(&gpu);
+        silu::backward(&mut p, &n_tmp, &dy, &dn_tmp);
+        group_norm::backward_with(&mut p, m, &s, &x, &gamma, &mean, &rstd, &dn_tmp, &dx, &dgamma, &dbeta);
+        let secs = peak::time_plan(&gpu, &p, REPS);
+        report(&format!("silu, gn backward ({m:?})"), 16.0 * numel as f64, secs, copy);
+        let mut p = Plan::new(&gpu);
+        group_norm::backward_silu_with(
+            &mut p, m, &s, &x, &gamma, &beta, &mean, &rstd, &dy, &dx, &dgamma, &dbeta,
+        );
+        let secs = peak::time_plan(&gpu, &p, REPS);
+        report(
+            &format!("gn+silu fused backward ({m:?})"),
+            16.0 * numel as f64,
+            secs,
+            copy,
+        );
         let mut p = Plan::new(&gpu);
         silu::forward(&mut p, &x, &y);
         report(

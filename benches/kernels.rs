@@ -16,10 +16,11 @@
 //! copy probe at the nearest power-of-two size between 1 and 64 MiB), and the naive or alternative
 //! variant's time and the speed-up where one exists (conv2d `*_naive`, matmul `Variant::Naive`,
 //! group norm `Mapping::Workgroup` against the default `Serial` mapping on CPU adapters).
-//! Traffic counted (bytes per element): group norm fwd 8, bwd 16 (x, dy, dx read, dx written);
-//! silu fwd 8, bwd 16; add 12; axpy 12; add_channel_bias 8, its backward 4; conv bias grad 4;
-//! fill 4; dropout fwd 8, bwd 12; concat fwd 8, bwd 12 per output element; upsample fwd 20, bwd
-//! 24 per input element; q_sample 12; mse 12; sum_squares 4; adam 28; ema 12; p_sample/ddim 16.
+//! Traffic counted (bytes per element): group norm (plain or fused with SiLU) fwd 8, bwd 16 (x,
+//! dy, dx read, dx written); silu fwd 8, bwd 16; add 12; axpy 12; add_channel_bias 8, its
+//! backward 4; conv bias grad 4; fill 4; dropout fwd 8, bwd 12; concat fwd 8, bwd 12 per output
+//! element; upsample fwd 20, bwd 24 per input element; q_sample 12; mse 12; sum_squares 4; adam
+//! 28; ema 12; p_sample/ddim 16.
 //!
 //! At the end, for each setting, the estimated share of the step of every kernel family
 //! (Σ time × launches per step), to see which kernel to optimise next.
@@ -111,9 +112,11 @@ enum Op {
         s: Conv2d,
         dx: bool,
     },
+    /// Group norm, fused with the SiLU after it when `silu` (`group_norm::forward_silu`).
     Norm {
         a: Act,
         groups: usize,
+        silu: bool,
     },
     AddChannelBias(Act),
     /// Residual add (forward) and, for identity shortcuts, the residual's axpy (backward).
@@ -186,7 +189,7 @@ impl Op {
                 s: Conv2d { n: s.n / 2, ..s },
                 dx,
             },
-            Op::Norm { a, groups } => Op::Norm { a: h(a), groups },
+            Op::Norm { a, groups, silu } => Op::Norm { a: h(a), groups, silu },
             Op::AddChannelBias(a) => Op::AddChannelBias(h(a)),
             Op::Add(a) => Op::Add(h(a)),
             Op::Axpy(a) => Op::Axpy(h(a)),
@@ -246,8 +249,11 @@ impl Step {
             pad: [1; 4],
         };
         let groups = cfg.norm_num_groups;
-        self.push(Op::Norm { a: x, groups });
-        self.push(Op::Silu(x));
+        self.push(Op::Norm {
+            a: x,
+            groups,
+            silu: true,
+        });
         self.push(Op::Conv {
             s: conv3(c_in, c_out),
             dx: true,
@@ -259,8 +265,11 @@ impl Step {
             dx: true,
         });
         self.push(Op::AddChannelBias(y));
-        self.push(Op::Norm { a: y, groups });
-        self.push(Op::Silu(y));
+        self.push(Op::Norm {
+            a: y,
+            groups,
+            silu: true,
+        });
         if cfg.dropout > 0.0 {
             self.push(Op::Dropout(y));
             self.fill(y, 1);
@@ -280,9 +289,9 @@ impl Step {
             self.push(Op::Axpy(y));
         }
         self.push(Op::Add(y));
-        self.fill(x, 2); // n1, a1
+        self.fill(x, 1); // a1
         self.fill(Act { n, c: c_out, side: 0 }, 1); // tp
-        self.fill(y, 4); // h1b, n2, a2, out
+        self.fill(y, 3); // h1b, a2, out
     }
 
     /// diffusers `Attention` as `AttnBlock` records it.
@@ -291,6 +300,7 @@ impl Step {
         self.push(Op::Norm {
             a,
             groups: cfg.norm_num_groups,
+            silu: false,
         });
         self.push(Op::Attention { a, heads: cfg.heads(c) });
         self.push(Op::Add(a));
@@ -442,13 +452,13 @@ fn training_step(cfg: &UNetConfig, n: usize, params: usize, max_floats: usize) -
     st.push(Op::Norm {
         a: top,
         groups: cfg.norm_num_groups,
+        silu: true,
     });
-    st.push(Op::Silu(top));
     st.push(Op::Conv {
         s: conv3(ch[0], cfg.out_channels, size),
         dx: true,
     });
-    st.fill(top, 2);
+    st.fill(top, 1);
     st.fill(image, 1);
     st.push(Op::Mse(image));
     for (_, len) in chunks(params, max_floats) {
@@ -696,7 +706,7 @@ impl Bench {
                     Some(&bwd_naive),
                 );
             }
-            Op::Norm { a, groups } => {
+            Op::Norm { a, groups, silu } => {
                 let s = GroupNorm {
                     n: a.n,
                     c: a.c,
@@ -714,12 +724,28 @@ impl Bench {
                     Mapping::Serial => (Mapping::Serial, Mapping::Workgroup),
                     Mapping::Workgroup => (Mapping::Workgroup, Mapping::Serial),
                 };
-                let fwd = |p: &mut Plan, m| group_norm::forward_with(p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd);
-                let bwd =
-                    |p: &mut Plan, m| group_norm::backward_with(p, m, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dg, &db);
+                let fwd = |p: &mut Plan, m| {
+                    if silu {
+                        group_norm::forward_silu_with(p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd)
+                    } else {
+                        group_norm::forward_with(p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd)
+                    }
+                };
+                let bwd = |p: &mut Plan, m| {
+                    if silu {
+                        group_norm::backward_silu_with(p, m, &s, &x, &gamma, &beta, &mean, &rstd, &dy, &dx, &dg, &db)
+                    } else {
+                        group_norm::backward_with(p, m, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dg, &db)
+                    }
+                };
                 let bytes = 4.0 * a.len() as f64;
+                let (fwd_name, bwd_name) = if silu {
+                    ("group_norm+silu forward", "group_norm+silu backward")
+                } else {
+                    ("group_norm forward", "group_norm backward")
+                };
                 self.row(
-                    "group_norm forward",
+                    fwd_name,
                     &shape,
                     count,
                     Work::Bytes(2.0 * bytes),
@@ -727,7 +753,7 @@ impl Bench {
                     Some(&|p| fwd(p, other)),
                 );
                 self.row(
-                    "group_norm backward",
+                    bwd_name,
                     &shape,
                     count,
                     Work::Bytes(4.0 * bytes),
@@ -1267,6 +1293,7 @@ fn issue_shapes(b: &mut Bench) {
         Op::Norm {
             a: Act { n: 32, c: 64, side: 28 },
             groups: 32,
+            silu: false,
         },
         1,
     );

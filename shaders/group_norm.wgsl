@@ -1,12 +1,18 @@
-// Group normalization (Wu & He 2018), as PyTorch nn.GroupNorm(groups, C, eps, affine=True).
+// Group normalization (Wu & He 2018), as PyTorch nn.GroupNorm(groups, C, eps, affine=True),
+// optionally fused with the SiLU that follows it everywhere in the U-Net's res blocks.
 //
 // The C channels of each sample are split into `groups` groups of cg = C / groups channels; the
 // statistics of one (sample, group) cover its cg · HW values, L = cg · HW:
 //   forward:  μ = (1/L) Σ x,   σ² = (1/L) Σ (x − μ)²  (biased, as PyTorch),   rstd = 1 / √(σ² + eps)
-//             x̂ = (x − μ) · rstd,   y = x̂ · γ[c] + β[c]
-//   backward (g = dy · γ[c], means over the group):
+//             x̂ = (x − μ) · rstd,   n = x̂ · γ[c] + β[c],
+//             y = n                        (params.silu = 0, plain group norm)
+//             y = silu(n) = n · σ(n)       (params.silu = 1, fused; n is never stored)
+//   backward: dn = dy                      (params.silu = 0)
+//             dn = dy · σ(n) · (1 + n · (1 − σ(n)))  (params.silu = 1, n recomputed from x, μ,
+//                                                      rstd, γ, β)
+//             then with g = dn · γ[c] and means over the group:
 //             dx += rstd · (g − mean(g) − x̂ · mean(g · x̂))
-//             dγ[c] += Σ_{n,hw} dy · x̂,   dβ[c] += Σ_{n,hw} dy
+//             dγ[c] += Σ_{n,hw} dn · x̂,   dβ[c] += Σ_{n,hw} dn
 // Numerics: two passes in f32 — the mean of the values shifted by the group's first value (so the
 // running sum stays of the size of the spread, not of the offset), then the variance about the
 // mean. Never E[x²] − E[x]², which cancels catastrophically for data with a large mean.
@@ -30,12 +36,13 @@ struct Params {
     hw: u32,      // H · W
     groups: u32,  // groups (divides c)
     eps: f32,
+    silu: u32,    // 1: y = silu(group_norm(x)) (fused), 0: y = group_norm(x)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;                 // (N, C, HW)
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;             // (C)
-@group(0) @binding(3) var<storage, read> beta: array<f32>;              // (C)
+@group(0) @binding(3) var<storage, read> beta: array<f32>;              // (C)  backward: used only when params.silu = 1
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;           // (N, C, HW)   forward output
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;    // (N, groups)  forward output
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;    // (N, groups)  forward output
@@ -68,6 +75,28 @@ fn workgroup_sum(v: vec2<f32>, lid: u32) -> vec2<f32> {
     return total;
 }
 
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+// The forward's output from the normalized, scaled and shifted value n.
+fn activate(n: f32) -> f32 {
+    if (params.silu != 0u) {
+        return n * sigmoid(n);
+    }
+    return n;
+}
+
+// dn = ∂L/∂n from d = ∂L/∂y and the recomputed n = x̂ · γ + β (the forward does not store it):
+// d itself for the plain group norm, through the SiLU's derivative when fused.
+fn grad_n(d: f32, n: f32) -> f32 {
+    if (params.silu == 0u) {
+        return d;
+    }
+    let s = sigmoid(n);
+    return d * s * (1.0 + n * (1.0 - s));
+}
+
 // ---- workgroup mapping -------------------------------------------------------------------------
 
 @compute @workgroup_size(WG)
@@ -98,7 +127,7 @@ fn forward(
     let c0 = (ng % params.groups) * cg;
     for (var i = lid; i < len; i += WG) {
         let ch = c0 + i / params.hw;
-        y[base + i] = (x[base + i] - mu) * r * gamma[ch] + beta[ch];
+        y[base + i] = activate((x[base + i] - mu) * r * gamma[ch] + beta[ch]);
     }
     if (lid == 0u) {
         mean_out[ng] = mu;
@@ -124,13 +153,16 @@ fn backward_dx(
     let r = rstd[ng];
     var sums = vec2(0.0);  // (Σ g, Σ g · x̂)
     for (var i = lid; i < len; i += WG) {
-        let g = dy[base + i] * gamma[c0 + i / params.hw];
-        sums += vec2(g, g * (x[base + i] - mu) * r);
+        let ch = c0 + i / params.hw;
+        let xh = (x[base + i] - mu) * r;
+        let g = grad_n(dy[base + i], xh * gamma[ch] + beta[ch]) * gamma[ch];
+        sums += vec2(g, g * xh);
     }
     let m = workgroup_sum(sums, lid) / f32(len);
     for (var i = lid; i < len; i += WG) {
-        let g = dy[base + i] * gamma[c0 + i / params.hw];
+        let ch = c0 + i / params.hw;
         let xh = (x[base + i] - mu) * r;
+        let g = grad_n(dy[base + i], xh * gamma[ch] + beta[ch]) * gamma[ch];
         dx[base + i] += r * (g - m.x - xh * m.y);
     }
 }
@@ -146,13 +178,16 @@ fn backward_params(
         return;
     }
     let g = ch / (params.c / params.groups);
-    var sums = vec2(0.0);  // (Σ dy · x̂, Σ dy)
+    let gm = gamma[ch];
+    let bt = beta[ch];
+    var sums = vec2(0.0);  // (Σ dn · x̂, Σ dn)
     for (var k = lid; k < params.n * params.hw; k += WG) {
         let s = k / params.hw;
         let i = (s * params.c + ch) * params.hw + k % params.hw;
         let ng = s * params.groups + g;
-        let d = dy[i];
-        sums += vec2(d * (x[i] - mean[ng]) * rstd[ng], d);
+        let xh = (x[i] - mean[ng]) * rstd[ng];
+        let d = grad_n(dy[i], xh * gm + bt);
+        sums += vec2(d * xh, d);
     }
     let total = workgroup_sum(sums, lid);
     if (lid == 0u) {
@@ -204,14 +239,14 @@ fn forward_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         let b = beta[c0 + k];
         let row = base + k * params.hw;
         for (var i = 0u; i < params.hw; i++) {
-            y[row + i] = (x[row + i] - mu) * a + b;
+            y[row + i] = activate((x[row + i] - mu) * a + b);
         }
     }
     mean_out[ng] = mu;
     rstd_out[ng] = r;
 }
 
-// Also leaves the per-(sample, channel) sums (Σ dy · x̂, Σ dy) in `partial` for the parameter
+// Also leaves the per-(sample, channel) sums (Σ dn · x̂, Σ dn) in `partial` for the parameter
 // gradients, so that those need not read x and dy again.
 @compute @workgroup_size(WG_SERIAL)
 fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -226,24 +261,28 @@ fn backward_dx_serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let c0 = (ng % params.groups) * cg;
     let mu = mean[ng];
     let r = rstd[ng];
-    var sums = vec2(0.0);  // (Σ g · x̂, Σ g) with g = dy · γ: per-row sums times γ, summed over rows
+    var sums = vec2(0.0);  // (Σ g · x̂, Σ g) with g = dn · γ: per-row sums times γ, summed over rows
     for (var k = 0u; k < cg; k++) {
+        let gm = gamma[c0 + k];
+        let bt = beta[c0 + k];
         let row = base + k * params.hw;
-        var row_sums = vec2(0.0);  // (Σ dy · x̂, Σ dy) over the row
+        var row_sums = vec2(0.0);  // (Σ dn · x̂, Σ dn) over the row
         for (var i = 0u; i < params.hw; i++) {
-            let d = dy[row + i];
-            row_sums += vec2(d * (x[row + i] - mu) * r, d);
+            let xh = (x[row + i] - mu) * r;
+            let d = grad_n(dy[row + i], xh * gm + bt);
+            row_sums += vec2(d * xh, d);
         }
         partial_out[nc0 + k] = row_sums;
-        sums += gamma[c0 + k] * row_sums;
+        sums += gm * row_sums;
     }
     let m = sums / f32(len);  // (mean(g · x̂), mean(g))
     for (var k = 0u; k < cg; k++) {
         let gm = gamma[c0 + k];
+        let bt = beta[c0 + k];
         let row = base + k * params.hw;
         for (var i = 0u; i < params.hw; i++) {
             let xh = (x[row + i] - mu) * r;
-            dx[row + i] += r * (dy[row + i] * gm - m.y - xh * m.x);
+            dx[row + i] += r * (grad_n(dy[row + i], xh * gm + bt) * gm - m.y - xh * m.x);
         }
     }
 }

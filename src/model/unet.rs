@@ -155,6 +155,16 @@ impl Norm {
         let (g, b) = (&self.gamma, &self.beta);
         group_norm::backward(p, &self.s, x, &g.w, &self.mean, &self.rstd, dy, dx, &g.g, &b.g);
     }
+
+    /// a = silu(norm(x)), fused (the normalized values are not stored).
+    fn forward_silu(&self, p: &mut Plan, x: &Tensor, a: &Tensor) {
+        group_norm::forward_silu(p, &self.s, x, &self.gamma.w, &self.beta.w, a, &self.mean, &self.rstd);
+    }
+
+    fn backward_silu(&self, p: &mut Plan, x: &Tensor, da: &Tensor, dx: &Tensor) {
+        let (g, b) = (&self.gamma, &self.beta);
+        group_norm::backward_silu(p, &self.s, x, &g.w, &b.w, &self.mean, &self.rstd, da, dx, &g.g, &b.g);
+    }
 }
 
 /// A linear layer (PyTorch layout) over `rows` rows.
@@ -189,13 +199,11 @@ struct ResBlock {
     shortcut: Option<Conv>,
     scale: f32,
     dropout: f32,
-    n1: Act,            // norm1(x)
-    a1: Act,            // silu(n1)
+    a1: Act,            // silu(norm1(x)), fused
     h1: Tensor,         // conv1(a1)      (its gradient is h1b's)
     tp: Act,            // time_emb_proj(silu(temb)) (N, C_out)
     h1b: Act,           // h1 + tp
-    n2: Act,            // norm2(h1b)
-    a2: Act,            // silu(n2)
+    a2: Act,            // silu(norm2(h1b)), fused
     d: Option<Act>,     // dropout(a2), training with dropout > 0 only
     h2: Tensor,         // conv2(d or a2) (its gradient is the output's)
     sc: Option<Tensor>, // shortcut(x)
@@ -269,12 +277,10 @@ impl ResBlock {
             }),
             scale,
             dropout: drop,
-            n1: b.act(&[n, c_in, h, w])?,
             a1: b.act(&[n, c_in, h, w])?,
             h1: b.tensor(&[n, c_out, h, w])?,
             tp: b.act(&[n, c_out])?,
             h1b: b.act(&[n, c_out, h, w])?,
-            n2: b.act(&[n, c_out, h, w])?,
             a2: b.act(&[n, c_out, h, w])?,
             d: if drop > 0.0 {
                 Some(b.act(&[n, c_out, h, w])?)
@@ -302,13 +308,11 @@ impl ResBlock {
 
     fn forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
-        self.norm1.forward(p, &x.v, &self.n1.v);
-        silu::forward(p, &self.n1.v, &self.a1.v);
+        self.norm1.forward_silu(p, &x.v, &self.a1.v);
         self.conv1.forward(p, &self.a1.v, &self.h1);
         self.time_emb_proj.forward(p, &temb.v, &self.tp.v);
         elementwise::add_channel_bias(p, n, c, self.hw(), &self.h1, &self.tp.v, &self.h1b.v);
-        self.norm2.forward(p, &self.h1b.v, &self.n2.v);
-        silu::forward(p, &self.n2.v, &self.a2.v);
+        self.norm2.forward_silu(p, &self.h1b.v, &self.a2.v);
         let pre_conv2 = match &self.d {
             Some(d) => {
                 let k = dropout::forward(p, self.dropout, &self.a2.v, &d.v, 0);
@@ -358,26 +362,16 @@ impl ResBlock {
             let k = dropout::backward(p, self.dropout, &d.g, &self.a2.g, 0);
             seeds.backward.push((k, d.g.len()));
         }
-        silu::backward(p, &self.n2.v, &self.a2.g, &self.n2.g);
-        self.norm2.backward(p, &self.h1b.v, &self.n2.g, &self.h1b.g);
+        self.norm2.backward_silu(p, &self.h1b.v, &self.a2.g, &self.h1b.g);
         // h1b = h1 + tp[n, c]: h1's gradient is h1b's; tp's is its sum over pixels.
         elementwise::add_channel_bias_backward(p, n, c, self.hw(), &self.h1b.g, &self.tp.g);
         self.time_emb_proj.backward(p, &temb.v, &self.tp.g, Some(&temb.g));
         self.conv1.backward(p, &self.a1.v, &self.h1b.g, Some(&self.a1.g));
-        silu::backward(p, &self.n1.v, &self.a1.g, &self.n1.g);
-        self.norm1.backward(p, &x.v, &self.n1.g, &x.g);
+        self.norm1.backward_silu(p, &x.v, &self.a1.g, &x.g);
     }
 
     fn grads(&self) -> Vec<&Tensor> {
-        let mut v = vec![
-            &self.n1.g,
-            &self.a1.g,
-            &self.tp.g,
-            &self.h1b.g,
-            &self.n2.g,
-            &self.a2.g,
-            &self.out.g,
-        ];
+        let mut v = vec![&self.a1.g, &self.tp.g, &self.h1b.g, &self.a2.g, &self.out.g];
         v.extend(self.d.iter().map(|a| &a.g));
         v.extend(self.sum.iter().map(|a| &a.g));
         v
@@ -611,8 +605,7 @@ pub struct UNet {
     mid: (ResBlock, Option<AttnBlock>, ResBlock),
     up: Vec<(Vec<UpLayer>, Option<Upsampler>)>,
     norm_out: Norm,
-    n_out: Act,
-    a_out: Act,
+    a_out: Act, // silu(norm_out(h)), fused
     conv_out: Conv,
     output: Act,
 }
@@ -821,7 +814,6 @@ impl UNet {
                 eps: cfg.norm_eps,
             },
         )?;
-        let n_out = b.act(&[n, ch[0], size, size])?;
         let a_out = b.act(&[n, ch[0], size, size])?;
         let conv_out = b.conv("conv_out", conv3(ch[0], cfg.out_channels, size));
         let output = b.act(&[n, cfg.out_channels, size, size])?;
@@ -849,7 +841,6 @@ impl UNet {
             mid,
             up,
             norm_out,
-            n_out,
             a_out,
             conv_out,
             output,
@@ -937,8 +928,7 @@ impl UNet {
                 h = &up.out;
             }
         }
-        self.norm_out.forward(p, &h.v, &self.n_out.v);
-        silu::forward(p, &self.n_out.v, &self.a_out.v);
+        self.norm_out.forward_silu(p, &h.v, &self.a_out.v);
         self.conv_out.forward(p, &self.a_out.v, &self.output.v);
         seeds
     }
@@ -983,7 +973,7 @@ impl UNet {
                 all.push(&up.out.g);
             }
         }
-        all.extend([&self.n_out.g, &self.a_out.g, &self.output.g]);
+        all.extend([&self.a_out.g, &self.output.g]);
         for g in all {
             elementwise::fill(p, g, 0.0);
         }
@@ -1003,8 +993,7 @@ impl UNet {
         };
         self.conv_out
             .backward(p, &self.a_out.v, &self.output.g, Some(&self.a_out.g));
-        silu::backward(p, &self.n_out.v, &self.a_out.g, &self.n_out.g);
-        self.norm_out.backward(p, &h_last.v, &self.n_out.g, &h_last.g);
+        self.norm_out.backward_silu(p, &h_last.v, &self.a_out.g, &h_last.g);
 
         // Up path, in reverse. The input of each up layer is the previous layer's output (or
         // the mid block's output for the first).

@@ -3,6 +3,12 @@
 //! Two mappings of the same math are kept (see the shader header): [`Mapping::Workgroup`], one
 //! workgroup per (sample, group) with a tree reduction, and [`Mapping::Serial`], one invocation per
 //! (sample, group) with no barriers. [`forward`] / [`backward`] choose with [`Mapping::for_adapter`].
+//!
+//! [`forward_silu`] / [`backward_silu`] are the same kernels fused with the SiLU that follows the
+//! norm in the U-Net: the forward writes a = silu(group_norm(x)) only, and the backward takes
+//! ∂L/∂a and recomputes group_norm(x) from x and the saved statistics, so neither the normalized
+//! tensor nor separate SiLU passes exist. Unfused, `forward` then `silu::forward` is the readable
+//! equivalent (both are tested against the same reference).
 
 use crate::gpu::{grid_1d, Gpu, Plan, Tensor};
 use crate::shader;
@@ -47,12 +53,13 @@ struct Params {
     hw: u32,
     groups: u32,
     eps: f32,
+    silu: u32,
 }
 
 const WG_SERIAL: u32 = 64;
 
 impl GroupNorm {
-    fn params(&self) -> Params {
+    fn params(&self, silu: bool) -> Params {
         assert!(
             self.groups > 0 && self.c.is_multiple_of(self.groups),
             "group_norm: {} channels do not split into {} groups",
@@ -66,6 +73,7 @@ impl GroupNorm {
             hw: self.hw as u32,
             groups: self.groups as u32,
             eps: self.eps,
+            silu: silu as u32,
         }
     }
 
@@ -109,7 +117,56 @@ pub fn forward_with(
     mean: &Tensor,
     rstd: &Tensor,
 ) {
-    let params = s.params();
+    record_forward(p, m, s, false, x, gamma, beta, y, mean, rstd);
+}
+
+/// a = silu((x − μ)·rstd·γ + β) per (sample, group), one pass fused: writes a, and mean and rstd
+/// (n·groups) for [`backward_silu`]. The normalized tensor itself is not written.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_silu(
+    p: &mut Plan,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    a: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
+    let m = Mapping::for_adapter(&p.gpu);
+    forward_silu_with(p, m, s, x, gamma, beta, a, mean, rstd);
+}
+
+/// [`forward_silu`] with an explicit [`Mapping`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_silu_with(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    a: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
+    record_forward(p, m, s, true, x, gamma, beta, a, mean, rstd);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_forward(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    silu: bool,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) {
+    let params = s.params(silu);
     let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
     s.check("x", x, numel);
     s.check("y", y, numel);
@@ -165,7 +222,67 @@ pub fn backward_with(
     dgamma: &Tensor,
     dbeta: &Tensor,
 ) {
-    let params = s.params();
+    // The kernels use β only for the fused SiLU: `gamma` fills its binding here, its values unused.
+    record_backward(p, m, s, false, x, gamma, gamma, mean, rstd, dy, dx, dgamma, dbeta);
+}
+
+/// The backward of [`forward_silu`]: dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given
+/// da = ∂L/∂a and the saved mean and rstd (the normalized values are recomputed from x).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_silu(
+    p: &mut Plan,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    da: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) {
+    let m = Mapping::for_adapter(&p.gpu);
+    backward_silu_with(p, m, s, x, gamma, beta, mean, rstd, da, dx, dgamma, dbeta);
+}
+
+/// [`backward_silu`] with an explicit [`Mapping`] (the same two kernels as [`backward_with`]).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_silu_with(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    da: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) {
+    s.check("beta", beta, s.c);
+    record_backward(p, m, s, true, x, gamma, beta, mean, rstd, da, dx, dgamma, dbeta);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_backward(
+    p: &mut Plan,
+    m: Mapping,
+    s: &GroupNorm,
+    silu: bool,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) {
+    let params = s.params(silu);
     let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
     s.check("x", x, numel);
     s.check("dy", dy, numel);
@@ -175,16 +292,25 @@ pub fn backward_with(
     s.check("dbeta", dbeta, s.c);
     s.check("mean", mean, stats);
     s.check("rstd", rstd, stats);
-    let dx_bindings = [(1, x), (2, gamma), (7, mean), (8, rstd), (9, dy), (10, dx)];
+    let dx_bindings = [(1, x), (2, gamma), (3, beta), (7, mean), (8, rstd), (9, dy), (10, dx)];
     let sh = shader!("group_norm");
     match m {
         Mapping::Workgroup => {
-            let param_bindings = [(1, x), (7, mean), (8, rstd), (9, dy), (11, dgamma), (12, dbeta)];
+            let param_bindings = [
+                (1, x),
+                (2, gamma),
+                (3, beta),
+                (7, mean),
+                (8, rstd),
+                (9, dy),
+                (11, dgamma),
+                (12, dbeta),
+            ];
             p.kernel(&sh, "backward_dx", &params, &dx_bindings, grid_1d(stats, 1));
             p.kernel(&sh, "backward_params", &params, &param_bindings, grid_1d(s.c, 1));
         }
         Mapping::Serial => {
-            // Per-(sample, channel) (Σ dy·x̂, Σ dy), made once when the plan is built.
+            // Per-(sample, channel) (Σ dn·x̂, Σ dn), made once when the plan is built.
             let partial = p.gpu.zeros(&[s.n, s.c, 2]);
             let mut dx_bindings = dx_bindings.to_vec();
             dx_bindings.push((13, &partial));

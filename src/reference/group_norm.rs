@@ -1,5 +1,6 @@
 //! CPU reference for group normalization (see `shaders/group_norm.wgsl`), PyTorch
-//! `nn.GroupNorm(groups, c, eps, affine=True)` semantics: biased variance, per-channel γ and β.
+//! `nn.GroupNorm(groups, c, eps, affine=True)` semantics: biased variance, per-channel γ and β;
+//! and for the fused group norm + SiLU, as the composition of this and `reference::silu`.
 
 pub use crate::ops::group_norm::GroupNorm;
 
@@ -72,4 +73,34 @@ pub fn backward(s: &GroupNorm, x: &[f64], gamma: &[f64], mean: &[f64], rstd: &[f
         })
         .collect();
     Backward { dx, dgamma, dbeta }
+}
+
+/// a = silu(group_norm(x)): [`forward`] then SiLU; `y` of the result holds a.
+pub fn forward_silu(s: &GroupNorm, x: &[f64], gamma: &[f64], beta: &[f64]) -> Forward {
+    let f = forward(s, x, gamma, beta);
+    Forward {
+        y: super::silu::forward(&f.y),
+        ..f
+    }
+}
+
+/// Gradients of Σ a·da for a = silu(n), n = group_norm(x): n is recomputed from x and the
+/// statistics, dn = silu'(n)·da, then [`backward`] with dy = dn.
+pub fn backward_silu(
+    s: &GroupNorm,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    mean: &[f64],
+    rstd: &[f64],
+    da: &[f64],
+) -> Backward {
+    let n: Vec<f64> = (0..x.len())
+        .map(|i| {
+            let (ch, ng) = locate(s, i);
+            (x[i] - mean[ng]) * rstd[ng] * gamma[ch] + beta[ch]
+        })
+        .collect();
+    let dn = super::silu::backward(&n, da);
+    backward(s, x, gamma, mean, rstd, &dn)
 }
