@@ -46,6 +46,7 @@ struct Params {
     w_sy: i32,
     w_sx: i32,
     groups: u32,  // tiled kernels: invocations per row (pixel groups)
+    splits: u32,  // backward_weight_split: partial sums over slices of the batch
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -57,12 +58,15 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;   // (N, Cin, H, W)    accumulated
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;   // (Cout, Cin, k, k) accumulated
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;   // (Cout)            accumulated
+@group(0) @binding(9) var<storage, read_write> part: array<f32>; // (splits, Cout, Cin, k, k) partial dw
 
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
 const BIAS_WG: u32 = 8u;
-const BW_WG: u32 = 16u;   // backward_weight: invocations (blocks of 4 input channels) per workgroup
-const TILE_C: u32 = 16u;  // channels per invocation of the tiled kernels (see TILE_C in src/ops/conv2d.rs)
+const BW_WG: u32 = 16u;   // backward_weight: invocations per workgroup
+// Channels per invocation of the tiled kernels. src/ops/conv2d.rs compiles this file once per tile
+// size it uses (16, and 8/4/2/1 for convolutions with fewer channels) by replacing this line.
+const TILE_C: u32 = 16u;
 const ADD_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 
@@ -201,6 +205,11 @@ fn dyat(row: u32, ox: i32, in_y: bool) -> f32 {
     return select(0.0, dy[row + min(u, params.ow - 1u)], in_y && u < params.ow);
 }
 
+// x[row + ix] for the 4 taps ix, ix + s, ix + 2s, ix + 3s.
+fn xat4(row: u32, ix: i32, s: i32, in_y: bool) -> vec4<f32> {
+    return vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y), xat(row, ix + 3 * s, in_y));
+}
+
 @compute @workgroup_size(TILE_WG)
 fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(workgroup_id) wid: vec3<u32>) {
@@ -211,17 +220,21 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let n = q / (p.groups * p.oh);
     let oy = (q / p.groups) % p.oh;
-    let ox0 = (q % p.groups) * 4u;
+    let ox0 = (q % p.groups) * 8u;
     let o0 = wid.z * TILE_C;
     let s = i32(p.stride);
     let ix0 = tap(ox0, 0u, p.pad_l);
     // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
     // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
+    // Pixels ox0..ox0+3 accumulate in lo, ox0+4..ox0+7 in hi (named vectors, not an indexed array:
+    // lavapipe keeps them in registers).
     var wo: array<i32, TILE_C>;
-    var acc: array<vec4<f32>, TILE_C>;
+    var lo: array<vec4<f32>, TILE_C>;
+    var hi: array<vec4<f32>, TILE_C>;
     for (var i = 0u; i < TILE_C; i++) {
         wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
-        acc[i] = vec4<f32>(0.0);
+        lo[i] = vec4<f32>(0.0);
+        hi[i] = vec4<f32>(0.0);
     }
     // No branch on the padding: the loops stay uniform, so the weight addresses do too.
     for (var c = 0u; c < p.ci; c++) {
@@ -230,13 +243,23 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             let iy = u32(tap(oy, ky, p.pad_t));
             let in_y = iy < p.h;
             let row = ((n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            var x_lo = vec4<f32>(0.0);
+            var x_hi = vec4<f32>(0.0);
             for (var kx = 0u; kx < p.k; kx++) {
                 let ix = ix0 + i32(kx);
-                let xv = vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y),
-                                   xat(row, ix + 3 * s, in_y));
+                if (s == 1 && kx > 0u) {
+                    // Stride 1: tap kx reads the window of tap kx − 1 shifted by one, one new load.
+                    x_lo = vec4<f32>(x_lo.yzw, x_hi.x);
+                    x_hi = vec4<f32>(x_hi.yzw, xat(row, ix + 7, in_y));
+                } else {
+                    x_lo = xat4(row, ix, s, in_y);
+                    x_hi = xat4(row, ix + 4 * s, s, in_y);
+                }
                 let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
                 for (var i = 0u; i < TILE_C; i++) {
-                    acc[i] = fma(vec4<f32>(wt[wo[i] + wk]), xv, acc[i]);
+                    let wv = vec4<f32>(wt[wo[i] + wk]);
+                    lo[i] = fma(wv, x_lo, lo[i]);
+                    hi[i] = fma(wv, x_hi, hi[i]);
                 }
             }
         }
@@ -249,16 +272,14 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             break;
         }
         let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
-        var v = acc[i];
-        if (add_bias) {
-            v += vec4<f32>(bias[o]);
-        }
-        for (var j = 0u; j < 4u; j++) {
+        let b = select(0.0, bias[o], add_bias);
+        for (var j = 0u; j < 8u; j++) {
             if (ox0 + j < p.ow) {
+                let v = select(hi[i][j % 4u], lo[i][j % 4u], j < 4u) + b;
                 if (accumulate) {
-                    y[base + j] += v[j];
+                    y[base + j] += v;
                 } else {
-                    y[base + j] = v[j];
+                    y[base + j] = v;
                 }
             }
         }
@@ -337,25 +358,16 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// TILE_C output channels × 4 input channels (c0.. = 4 · invocation) at one tap (ky, kx), summed
-// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. Workgroup z = output
-// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup; ox runs
-// only over the range whose tap lies inside the image.
-@compute @workgroup_size(BW_WG)
-fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// backward_weight: TILE_C output channels × 4 input channels c0.. at one tap (ky, kx), summed over
+// the samples n_lo..n_hi and all (oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. ox
+// runs only over the range whose tap lies inside the image. Channels are clamped to real ones (the
+// extra accumulators are never stored).
+fn bw_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> array<vec4<f32>, TILE_C> {
     let p = params;
-    let c0 = gid.x * 4u;
-    if (c0 >= p.ci) {
-        return;
-    }
-    let kk = p.k * p.k;
-    let tk = wid.z % kk;
     let ky = tk / p.k;
     let kx = tk % p.k;
-    let o0 = (wid.z / kk) * TILE_C;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
-    // Channel offsets, clamped to real channels (extra accumulators are never stored).
     let cs = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
     var os: array<u32, TILE_C>;
     var acc: array<vec4<f32>, TILE_C>;
@@ -369,7 +381,7 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
     let ox_hi = u32(clamp((i32(p.w) - 1 + p.pad_l - i32(kx) + s) / s, 0, i32(p.ow)));
     let oy_lo = u32(max(0, (p.pad_t - i32(ky) + s - 1) / s));
     let oy_hi = u32(clamp((i32(p.h) - 1 + p.pad_t - i32(ky) + s) / s, 0, i32(p.oh)));
-    for (var n = 0u; n < p.n; n++) {
+    for (var n = n_lo; n < n_hi; n++) {
         for (var oy = oy_lo; oy < oy_hi; oy++) {
             let xr = n * p.ci * hw + u32(tap(oy, ky, p.pad_t)) * p.w;
             let dr = n * p.co * ohw + oy * p.ow;
@@ -382,6 +394,23 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             }
         }
     }
+    return acc;
+}
+
+// One invocation per block of 4 input channels (workgroups of BW_WG along x); workgroup z = output
+// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup. Sums
+// the whole batch and adds into dw.
+@compute @workgroup_size(BW_WG)
+fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let p = params;
+    let c0 = gid.x * 4u;
+    if (c0 >= p.ci) {
+        return;
+    }
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
+    let o0 = (wid.z / kk) * TILE_C;
+    let acc = bw_block(o0, c0, tk, 0u, p.n);
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
         for (var j = 0u; j < 4u; j++) {
@@ -391,4 +420,50 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             }
         }
     }
+}
+
+// The same blocks, with the batch cut into `splits` slices of ⌈N/splits⌉ samples: invocation x =
+// slice · (input channel blocks) + block, so a convolution with few channel blocks still fills the
+// SIMD lanes (and a GPU's cores). Each writes its partial sums (=) to part[slice]; then
+// backward_weight_reduce adds Σ_slice part[slice] into dw.
+@compute @workgroup_size(BW_WG)
+fn backward_weight_split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let p = params;
+    let blocks = (p.ci + 3u) / 4u;
+    let slice = gid.x / blocks;
+    if (slice >= p.splits) {
+        return;
+    }
+    let c0 = (gid.x % blocks) * 4u;
+    let per = (p.n + p.splits - 1u) / p.splits;
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
+    let o0 = (wid.z / kk) * TILE_C;
+    let acc = bw_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
+    let len = p.co * p.ci * kk;
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        for (var j = 0u; j < 4u; j++) {
+            let c = c0 + j;
+            if (o < p.co && c < p.ci) {
+                part[slice * len + (o * p.ci + c) * kk + tk] = acc[i][j];
+            }
+        }
+    }
+}
+
+// dw[i] += Σ_slice part[slice, i]; one invocation per weight element, 1D grid of WG.
+@compute @workgroup_size(WG)
+fn backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    let len = p.co * p.ci * p.k * p.k;
+    if (i >= len) {
+        return;
+    }
+    var acc = 0.0;
+    for (var j = 0u; j < p.splits; j++) {
+        acc += part[j * len + i];
+    }
+    dw[i] += acc;
 }

@@ -3,12 +3,19 @@
 //! y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[n, c, oy·s + ky − pad_top, ox·s + kx − pad_left]
 //! with zero padding. x (N, Cin, H, W), w (Cout, Cin, k, k) PyTorch layout, b (Cout), y (N, Cout, OH, OW).
 //!
-//! Two variants of every pass, both tested against the reference:
-//! - `*_naive`: one invocation per output element, the readable definition.
-//! - the public `forward` / `backward_*`: register-blocked implicit GEMMs (no im2col buffer,
-//!   no atomics, no workgroup barriers); see the header of the shader for the tilings.
+//! Variants of every pass ([`Variant`]), all tested against the reference:
+//! - `Naive`: one invocation per output element, the readable definition (`*_naive`).
+//! - `Tiled { tile_c }`: register-blocked implicit GEMMs (no im2col buffer, no atomics, no
+//!   workgroup barriers), `tile_c` channels per invocation; see the header of the shader.
+//! - `Split { tile_c, splits }` (backward_weight only): the tiled weight gradient with its
+//!   reduction over the batch cut into `splits` partial sums, added up by a second small kernel.
+//!
+//! The public [`forward`] / [`backward_input`] / [`backward_weight`] run the variants that
+//! [`Choice::for_adapter`] picks for the adapter and shape; `*_with` run a given variant.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use std::sync::OnceLock;
+
+use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
 
 /// Shape of a convolution: square k×k kernel, equal stride in y and x, asymmetric zero padding.
@@ -91,16 +98,21 @@ struct Params {
     w_sy: i32,
     w_sx: i32,
     groups: u32,
+    splits: u32,
 }
 
 /// `flags` bits.
 const ADD_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 
-/// Channels per invocation of the tiled kernels (output channels of `conv_tiled` and
-/// `backward_weight`, input channels of `backward_input_strided`); `TILE_C` in the shader.
-const TILE_C: usize = 16;
-/// Pixels along x per invocation of the tiled convolutions (one vec4); input channels per
+/// Largest channel tile: channels per invocation of the tiled kernels (output channels of
+/// `conv_tiled` and `backward_weight`, input channels of `backward_input_strided`); `TILE_C` in the
+/// shader. Larger register tiles spill on lavapipe and run several times slower (measured: 24 and
+/// 32 channels × 8 pixels are 3–8× slower than 16 × 8).
+const MAX_TILE_C: usize = 16;
+/// Output pixels along x per invocation of `conv_tiled` (two vec4).
+const CONV_PX: usize = 8;
+/// Pixels along x per invocation of `backward_input_strided` (one vec4); input channels per
 /// invocation of `backward_weight`.
 const TILE_P: usize = 4;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
@@ -139,42 +151,186 @@ fn params(s: &Conv2d) -> Params {
         w_sy: i(k),
         w_sx: 1,
         groups: 0,
+        splits: 1,
     }
 }
 
-/// Workgroups for `per_channel` invocations per channel block, times `channels.div_ceil(TILE_C)` blocks in z.
-fn tiled_grid(per_channel: usize, channels: usize) -> [u32; 3] {
-    let [x, y, _] = grid_1d(per_channel, TILE_WG);
-    [x, y, u(channels.div_ceil(TILE_C))]
+/// How one pass of a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// One invocation per output element (`*_naive`).
+    Naive,
+    /// Register-blocked kernels with `tile_c` ∈ {1, 2, 4, 8, 16} channels per invocation: output
+    /// channels × 8 pixels (forward, stride-1 backward_input), input channels × 4 pixels (strided
+    /// backward_input), output channels × 4 input channels (backward_weight).
+    Tiled { tile_c: usize },
+    /// backward_weight only: `Tiled`, with the reduction over the batch cut into `splits` slices
+    /// whose partial sums go to a scratch buffer, then one kernel adds them into dw.
+    Split { tile_c: usize, splits: usize },
+}
+
+/// The variants of the three passes of one convolution on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub forward: Variant,
+    pub backward_input: Variant,
+    pub backward_weight: Variant,
+}
+
+/// SIMD lanes per core of lavapipe (256-bit LLVM vectors of f32): a workgroup whose active
+/// invocations fill fewer lanes wastes the rest.
+const CPU_LANES: usize = 8;
+/// Invocations a GPU needs in flight to hide its memory latency: a discrete GPU runs tens of
+/// compute units × 32–128 lanes × several resident waves, i.e. on the order of 10⁴–10⁵.
+const GPU_INVOCATIONS: usize = 16384;
+
+/// The smallest power-of-two tile that holds `channels` (at most `MAX_TILE_C`): a tile larger
+/// than the channel count computes accumulators that are never stored (conv_in has 1 input
+/// channel, conv_out 1 output channel: with 16-channel tiles 15/16 of their FMAs were wasted).
+fn tile_for(channels: usize) -> usize {
+    channels.next_power_of_two().min(MAX_TILE_C)
+}
+
+impl Choice {
+    /// The variants for the adapter `gpu` (see [`Choice::for_device`]).
+    pub fn for_adapter(gpu: &Gpu, s: &Conv2d) -> Choice {
+        Choice::for_device(gpu.info.device_type, s)
+    }
+
+    /// The variants for a device of type `device`: a heuristic on the adapter type, measured on
+    /// lavapipe (`cargo bench --bench conv2d`) and reasoned for GPUs.
+    ///
+    /// - CPU adapters (lavapipe): the largest channel tile that the channel count fills
+    ///   ([`tile_for`]). Lavapipe turns every storage load into scalar work per lane (a uniform
+    ///   load still costs a first-active-lane search), so reuse per load decides the speed, and
+    ///   2 cores × 8 lanes are filled by a few hundred invocations. backward_weight splits the
+    ///   batch only when its invocations per (output block, tap) — one per 4 input channels — fill
+    ///   less than one SIMD group (`CPU_LANES`), e.g. conv_in's single input channel.
+    /// - GPUs (and anything else): the same tile, halved (down to 4) while the grid has fewer than
+    ///   `GPU_INVOCATIONS` invocations, and backward_weight split until it has that many; a GPU
+    ///   with a few thousand blocks of work leaves most of its cores idle.
+    pub fn for_device(device: wgpu::DeviceType, s: &Conv2d) -> Choice {
+        let cpu = device == wgpu::DeviceType::Cpu;
+        let pixel_groups = s.n * s.out_h() * s.out_w().div_ceil(CONV_PX);
+        let input_groups = s.n * s.h * s.w.div_ceil(CONV_PX);
+        let tile = |channels: usize, per_channel_block: usize| {
+            let mut t = tile_for(channels);
+            while !cpu && t > 4 && per_channel_block * channels.div_ceil(t) < GPU_INVOCATIONS {
+                t /= 2;
+            }
+            t
+        };
+        let bw_tile = tile_for(s.c_out);
+        let blocks = s.c_in.div_ceil(TILE_P);
+        let per_split = blocks * s.c_out.div_ceil(bw_tile) * s.k * s.k;
+        let splits = if cpu {
+            if blocks < CPU_LANES {
+                CPU_LANES.div_ceil(blocks)
+            } else {
+                1
+            }
+        } else {
+            GPU_INVOCATIONS.div_ceil(per_split)
+        }
+        .min(s.n);
+        Choice {
+            forward: Variant::Tiled {
+                tile_c: tile(s.c_out, pixel_groups),
+            },
+            backward_input: Variant::Tiled {
+                tile_c: tile(s.c_in, input_groups),
+            },
+            backward_weight: if splits > 1 {
+                Variant::Split {
+                    tile_c: bw_tile,
+                    splits,
+                }
+            } else {
+                Variant::Tiled { tile_c: bw_tile }
+            },
+        }
+    }
+}
+
+/// `shaders/conv2d.wgsl` compiled with `TILE_C = tile_c` (the file itself has 16).
+fn tiled_shader(tile_c: usize) -> Shader {
+    const LINE: &str = "const TILE_C: u32 = 16u;";
+    static SOURCES: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
+    let base = shader!("conv2d");
+    let (slot, name) = match tile_c {
+        16 => return base,
+        8 => (0, "conv2d_tile8"),
+        4 => (1, "conv2d_tile4"),
+        2 => (2, "conv2d_tile2"),
+        1 => (3, "conv2d_tile1"),
+        _ => panic!("conv2d: tile_c {tile_c} is not 1, 2, 4, 8 or 16"),
+    };
+    let source = SOURCES[slot].get_or_init(|| {
+        assert!(base.source.contains(LINE), "conv2d.wgsl: the line `{LINE}` is missing");
+        base.source.replace(LINE, &format!("const TILE_C: u32 = {tile_c}u;"))
+    });
+    Shader { name, source }
 }
 
 /// The tiled direct convolution `conv_tiled` with parameters `q` (in the geometry of the
 /// convolution it runs): input at binding 1, weights 2, bias 3, output 4.
-fn conv_tiled(p: &mut Plan, mut q: Params, input: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &Tensor) {
-    q.groups = u((q.ow as usize).div_ceil(TILE_P));
+fn conv_tiled(
+    p: &mut Plan,
+    tile_c: usize,
+    mut q: Params,
+    input: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out: &Tensor,
+) {
+    q.groups = u((q.ow as usize).div_ceil(CONV_PX));
     q.flags |= if b.is_some() { ADD_BIAS } else { 0 };
     // Without a bias the weights are bound in its place (read-only twice is allowed) and unused.
     let bias = b.unwrap_or(w);
-    let grid = tiled_grid(q.n as usize * q.oh as usize * q.groups as usize, q.co as usize);
+    let [x, y, _] = grid_1d(q.n as usize * q.oh as usize * q.groups as usize, TILE_WG);
+    let z = (q.co as usize).div_ceil(tile_c);
+    assert!(z <= 65535, "conv2d: too many channel blocks ({z})");
     p.kernel(
-        &shader!("conv2d"),
+        &tiled_shader(tile_c),
         "conv_tiled",
         &q,
         &[(1, input), (2, w), (3, bias), (4, out)],
-        grid,
+        [x, y, u(z)],
     );
 }
 
-/// y = conv(x, w) + b. Register-blocked: each invocation computes 16 output channels × 4 pixels.
+/// y = conv(x, w) + b with the variant [`Choice::for_adapter`] picks.
 pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
-    s.check(x.len(), w.len(), y.len());
-    conv_tiled(p, params(s), x, w, b, y);
+    let v = Choice::for_adapter(&p.gpu, s).forward;
+    forward_with(p, v, s, x, w, b, y);
 }
 
-/// dx += ∂loss/∂x. With stride 1 this is the convolution of dy with the flipped, channel-transposed
-/// kernel (padding k−1−pad), run by the forward's tiled kernel; other strides use a tiled gather.
+/// y = conv(x, w) + b with variant `v` (`Naive` or `Tiled`).
+pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
+    s.check(x.len(), w.len(), y.len());
+    match v {
+        Variant::Naive => forward_naive(p, s, x, w, b, y),
+        Variant::Tiled { tile_c } => conv_tiled(p, tile_c, params(s), x, w, b, y),
+        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+    }
+}
+
+/// dx += ∂loss/∂x with the variant [`Choice::for_adapter`] picks.
 pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
+    let v = Choice::for_adapter(&p.gpu, s).backward_input;
+    backward_input_with(p, v, s, dy, w, dx);
+}
+
+/// dx += ∂loss/∂x with variant `v`. Tiled, stride 1: the convolution of dy with the flipped,
+/// channel-transposed kernel (padding k−1−pad), run by the forward's tiled kernel; other strides
+/// use a tiled gather.
+pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     s.check(dx.len(), w.len(), dy.len());
+    let tile_c = match v {
+        Variant::Naive => return backward_input_naive(p, s, dy, w, dx),
+        Variant::Tiled { tile_c } => tile_c,
+        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+    };
     let k = s.k;
     if s.stride == 1 {
         // Output channel c of the transposed conv reads input channel o at tap (k−1−ky, k−1−kx):
@@ -198,18 +354,19 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
             w_sy: -i(k),
             w_sx: -1,
             groups: 0,
+            splits: 1,
         };
-        conv_tiled(p, q, dy, w, None, dx);
+        conv_tiled(p, tile_c, q, dy, w, None, dx);
     } else {
         let mut q = params(s);
         // Per residue class (ry, rx): rows of ⌈H/s⌉ × groups of TILE_P pixels spaced by s.
         q.groups = u(s.w.div_ceil(s.stride).div_ceil(TILE_P));
         let [x, y, _] = grid_1d(s.n * s.h.div_ceil(s.stride) * q.groups as usize, TILE_WG);
-        let z = s.c_in.div_ceil(TILE_C) * s.stride * s.stride;
+        let z = s.c_in.div_ceil(tile_c) * s.stride * s.stride;
         assert!(z <= 65535, "conv2d: too many channel blocks × stride² for {s:?}");
         let grid = [x, y, u(z)];
         p.kernel(
-            &shader!("conv2d"),
+            &tiled_shader(tile_c),
             "backward_input_strided",
             &q,
             &[(2, w), (5, dy), (6, dx)],
@@ -218,23 +375,53 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
     }
 }
 
-/// dw += ∂loss/∂w: per weight element a reduction over N·OH·OW, blocked 16 output × 4 input channels.
+/// dw += ∂loss/∂w with the variant [`Choice::for_adapter`] picks.
 pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
+    let v = Choice::for_adapter(&p.gpu, s).backward_weight;
+    backward_weight_with(p, v, s, x, dy, dw);
+}
+
+/// dw += ∂loss/∂w with variant `v`: per weight element a reduction over N·OH·OW, blocked
+/// `tile_c` output × 4 input channels per invocation; `Split` cuts the batch into slices.
+pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
-    let q = params(s);
-    let groups = s.c_out.div_ceil(TILE_C) * s.k * s.k;
+    let (tile_c, splits) = match v {
+        Variant::Naive => return backward_weight_naive(p, s, x, dy, dw),
+        Variant::Tiled { tile_c } => (tile_c, 1),
+        Variant::Split { tile_c, splits } => (tile_c, splits),
+    };
     assert!(
-        groups <= 65535,
-        "conv2d: too many output channel blocks × taps for {s:?}"
+        (1..=s.n).contains(&splits),
+        "conv2d: {splits} batch slices for a batch of {}",
+        s.n
     );
-    let grid = [u(s.c_in.div_ceil(TILE_P).div_ceil(BW_WG as usize)), 1, u(groups)];
-    p.kernel(
-        &shader!("conv2d"),
-        "backward_weight",
-        &q,
-        &[(1, x), (5, dy), (7, dw)],
-        grid,
-    );
+    let mut q = params(s);
+    q.splits = u(splits);
+    let z = s.c_out.div_ceil(tile_c) * s.k * s.k;
+    assert!(z <= 65535, "conv2d: too many output channel blocks × taps for {s:?}");
+    let blocks = s.c_in.div_ceil(TILE_P);
+    let shader = tiled_shader(tile_c);
+    if splits == 1 {
+        let grid = [u(blocks.div_ceil(BW_WG as usize)), 1, u(z)];
+        p.kernel(&shader, "backward_weight", &q, &[(1, x), (5, dy), (7, dw)], grid);
+    } else {
+        let part = p.gpu.zeros(&[splits, dw.len()]);
+        let grid = [u((blocks * splits).div_ceil(BW_WG as usize)), 1, u(z)];
+        p.kernel(
+            &shader,
+            "backward_weight_split",
+            &q,
+            &[(1, x), (5, dy), (9, &part)],
+            grid,
+        );
+        p.kernel(
+            &shader,
+            "backward_weight_reduce",
+            &q,
+            &[(7, dw), (9, &part)],
+            grid_1d(dw.len(), WG),
+        );
+    }
 }
 
 /// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]. One invocation per output channel.
