@@ -11,12 +11,15 @@
 // same kernel also runs the stride-1 backward-input pass (a convolution of dy with the flipped,
 // channel-transposed kernel: negative y/x strides, input/output channel strides swapped).
 //
-// Mapping (TILE_C = 16; all tiled kernels accumulate in registers, no barriers, no atomics):
+// Mapping (all tiled kernels accumulate in registers, no barriers, no atomics). TILE_C is 16 in
+// this file; src/ops/conv2d.rs also compiles it with TILE_C = 8, 4, 2, 1 for convolutions with
+// fewer channels (see `Choice` there), so no kernel computes channels it never stores.
 //   *_naive             one invocation per output element; 1D grid of WG (linear-index idiom).
-//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 4 consecutive
-//                       output pixels of a row, a vec4): per tap 4 input loads feed 4·TILE_C FMAs.
+//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 8 consecutive
+//                       output pixels of a row, two vec4): per tap 8 input loads (stride 1: one, the
+//                       window of the previous tap shifted by a pixel) feed 8·TILE_C FMAs.
 //                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
-//                       z, so the weight loads are uniform across the workgroup (cheap on lavapipe).
+//                       z, so the weight loads are uniform across the workgroup.
 //   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
 //                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
 //                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
@@ -24,6 +27,9 @@
 //   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
 //                       reduction over (N, OH, OW); workgroups of BW_WG over input-channel blocks,
 //                       z = output-channel block × tap, so the dy loads are uniform.
+//   backward_weight_split   the same blocks, the batch cut into `splits` slices: invocation x =
+//                       slice × input-channel blocks, partial sums written to part (slice, ...);
+//   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 

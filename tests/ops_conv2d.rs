@@ -183,30 +183,36 @@ fn split_backward_weight_matches_reference() {
 #[test]
 fn chosen_variants_match_reference_for_cpu_and_gpu() {
     for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
-        check_variant(&format!("{device:?}"), Run::With(&|s| Choice::for_device(device, s)));
+        check_variant(&format!("{device:?}"), Run::With(&|s| Choice::for_device(device, 2, s)));
     }
 }
 
-/// The choice rule on the `mnist` shapes: tiles never larger than the channels they hold, the
-/// batch split only where too few invocations would run, and smaller tiles / more slices on GPUs.
+/// The choice rule on `mnist` shapes (2 threads): tiles never larger than the channels they
+/// hold, the batch split where the weight gradient would fill few SIMD lanes or workgroups, and
+/// smaller tiles / more slices on GPUs.
 #[test]
 fn variant_choice_rule() {
     use wgpu::DeviceType::{Cpu, DiscreteGpu};
     let conv_in = conv([32, 1, 28, 28, 16, 3, 1], [1; 4]);
     let conv_out = conv([32, 16, 28, 28, 1, 3, 1], [1; 4]);
     let mid = conv([32, 32, 14, 14, 32, 3, 1], [1; 4]);
-    let c = Choice::for_device(Cpu, &conv_in);
+    let skip_48 = conv([32, 48, 28, 28, 16, 1, 1], [0; 4]);
+    let skip_32 = conv([32, 32, 28, 28, 16, 1, 1], [0; 4]);
+    let c = Choice::for_device(Cpu, 2, &conv_in);
     assert_eq!(c.forward, Variant::Tiled { tile_c: 16 });
     assert_eq!(c.backward_input, Variant::Tiled { tile_c: 1 });
     assert_eq!(c.backward_weight, Variant::Split { tile_c: 16, splits: 8 });
-    let c = Choice::for_device(Cpu, &conv_out);
+    let c = Choice::for_device(Cpu, 2, &conv_out);
     assert_eq!(c.forward, Variant::Tiled { tile_c: 1 });
     assert_eq!(c.backward_weight, Variant::Split { tile_c: 1, splits: 2 });
-    let c = Choice::for_device(Cpu, &mid);
-    assert_eq!(c, all(Variant::Tiled { tile_c: 16 }));
-    let g = Choice::for_device(DiscreteGpu, &mid);
+    assert_eq!(Choice::for_device(Cpu, 2, &mid), all(Variant::Tiled { tile_c: 16 }));
+    let split = |s: &Conv2d| Choice::for_device(Cpu, 2, s).backward_weight;
+    assert_eq!(split(&skip_48), Variant::Split { tile_c: 16, splits: 2 });
+    assert_eq!(split(&skip_32), Variant::Split { tile_c: 16, splits: 4 });
+    let g = Choice::for_device(DiscreteGpu, 2, &mid);
     assert_eq!(g.forward, Variant::Tiled { tile_c: 4 });
-    assert!(matches!(g.backward_weight, Variant::Split { tile_c: 16, splits } if splits > 1));
+    // 144 invocations per slice: split down to one sample per slice.
+    assert_eq!(g.backward_weight, Variant::Split { tile_c: 16, splits: 32 });
 }
 
 /// Running the backward passes twice adds the gradient twice (accumulation, not overwrite).

@@ -192,27 +192,36 @@ fn tile_for(channels: usize) -> usize {
 }
 
 impl Choice {
-    /// The variants for the adapter `gpu` (see [`Choice::for_device`]).
+    /// The variants for the adapter `gpu` (see [`Choice::for_device`]). A CPU adapter (lavapipe)
+    /// runs `LP_NUM_THREADS` worker threads, by default one per core of this machine.
     pub fn for_adapter(gpu: &Gpu, s: &Conv2d) -> Choice {
-        Choice::for_device(gpu.info.device_type, s)
+        let threads = std::env::var("LP_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Choice::for_device(gpu.info.device_type, threads, s)
     }
 
-    /// The variants for a device of type `device`: a heuristic on the adapter type, measured on
-    /// lavapipe (`cargo bench --bench conv2d`) and reasoned for GPUs.
+    /// The variants for a device of type `device` (`threads`: workgroups a CPU adapter runs at
+    /// once): a heuristic on the adapter type, measured on lavapipe (`cargo bench --bench conv2d`)
+    /// and reasoned for GPUs.
     ///
     /// - CPU adapters (lavapipe): the largest channel tile that the channel count fills
-    ///   ([`tile_for`]). Lavapipe turns every storage load into scalar work per lane (a uniform
-    ///   load still costs a first-active-lane search), so reuse per load decides the speed, and
-    ///   2 cores × 8 lanes are filled by a few hundred invocations. backward_weight splits the
-    ///   batch only when its invocations per (output block, tap) — one per 4 input channels — fill
-    ///   less than one SIMD group (`CPU_LANES`), e.g. conv_in's single input channel.
+    ///   ([`tile_for`]). Lavapipe turns every storage load into scalar work per SIMD lane (even a
+    ///   workgroup-uniform one costs a search for the first active lane inside loops), so reuse
+    ///   per load decides the speed, and a few hundred invocations fill its cores.
+    ///   backward_weight has one invocation per 4 input channels per workgroup row, which for
+    ///   conv_in (1 input channel), 16 or 48 input channels fills 1/8, 1/2 or 3/4 of the 8-lane
+    ///   SIMD groups (`CPU_LANES`), and a 1×1 convolution with one output block has a single
+    ///   workgroup: the batch is split in 2, 4, 8 slices while the lanes are less than 90% filled
+    ///   or there are fewer workgroups than threads (measured 1.4–3.5× faster on those shapes;
+    ///   splitting shapes that already fill the lanes is up to 10% slower).
     /// - GPUs (and anything else): the same tile, halved (down to 4) while the grid has fewer than
-    ///   `GPU_INVOCATIONS` invocations, and backward_weight split until it has that many; a GPU
-    ///   with a few thousand blocks of work leaves most of its cores idle.
-    pub fn for_device(device: wgpu::DeviceType, s: &Conv2d) -> Choice {
+    ///   `GPU_INVOCATIONS` invocations, and backward_weight split until it has that many: a GPU
+    ///   given a few thousand invocations leaves most of its cores idle, and its loads of
+    ///   workgroup-uniform weights are broadcasts, so smaller tiles cost it little.
+    pub fn for_device(device: wgpu::DeviceType, threads: usize, s: &Conv2d) -> Choice {
         let cpu = device == wgpu::DeviceType::Cpu;
-        let pixel_groups = s.n * s.out_h() * s.out_w().div_ceil(CONV_PX);
-        let input_groups = s.n * s.h * s.w.div_ceil(CONV_PX);
         let tile = |channels: usize, per_channel_block: usize| {
             let mut t = tile_for(channels);
             while !cpu && t > 4 && per_channel_block * channels.div_ceil(t) < GPU_INVOCATIONS {
@@ -222,23 +231,25 @@ impl Choice {
         };
         let bw_tile = tile_for(s.c_out);
         let blocks = s.c_in.div_ceil(TILE_P);
-        let per_split = blocks * s.c_out.div_ceil(bw_tile) * s.k * s.k;
-        let splits = if cpu {
-            if blocks < CPU_LANES {
-                CPU_LANES.div_ceil(blocks)
+        let rows = s.c_out.div_ceil(bw_tile) * s.k * s.k;
+        let lanes_filled = |sp: usize| (blocks * sp) as f64 / (blocks * sp).next_multiple_of(CPU_LANES) as f64;
+        let workgroups = |sp: usize| rows * (blocks * sp).div_ceil(BW_WG as usize);
+        let mut splits = 1;
+        while 2 * splits <= s.n
+            && if cpu {
+                splits < CPU_LANES && (lanes_filled(splits) < 0.9 || workgroups(splits) < threads)
             } else {
-                1
+                rows * blocks * splits < GPU_INVOCATIONS
             }
-        } else {
-            GPU_INVOCATIONS.div_ceil(per_split)
+        {
+            splits *= 2;
         }
-        .min(s.n);
         Choice {
             forward: Variant::Tiled {
-                tile_c: tile(s.c_out, pixel_groups),
+                tile_c: tile(s.c_out, s.n * s.out_h() * s.out_w().div_ceil(CONV_PX)),
             },
             backward_input: Variant::Tiled {
-                tile_c: tile(s.c_in, input_groups),
+                tile_c: tile(s.c_in, s.n * s.h * s.w.div_ceil(CONV_PX)),
             },
             backward_weight: if splits > 1 {
                 Variant::Split {
