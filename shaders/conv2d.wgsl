@@ -24,7 +24,7 @@
 //                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
 //                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
 //                       conv_tiled on dy instead.)
-//   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
+//   backward_weight     one invocation per (TILE_C output channels × 8 input channels at one tap), a
 //                       reduction over (N, OH, OW); workgroups of BW_WG over input-channel blocks,
 //                       z = output-channel block × tap, so the dy loads are uniform.
 //   backward_weight_split   the same blocks, the batch cut into `splits` slices: invocation x =
@@ -364,22 +364,31 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// backward_weight: TILE_C output channels × 4 input channels c0.. at one tap (ky, kx), summed over
+// Accumulators of backward_weight: input channels c0..c0+3 in lo, c0+4..c0+7 in hi (named
+// vectors, not an indexed array: lavapipe keeps them in registers).
+struct WeightBlock {
+    lo: array<vec4<f32>, TILE_C>,
+    hi: array<vec4<f32>, TILE_C>,
+}
+
+// backward_weight: TILE_C output channels × 8 input channels c0.. at one tap (ky, kx), summed over
 // the samples n_lo..n_hi and all (oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. ox
 // runs only over the range whose tap lies inside the image. Channels are clamped to real ones (the
 // extra accumulators are never stored).
-fn bw_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> array<vec4<f32>, TILE_C> {
+fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> WeightBlock {
     let p = params;
     let ky = tk / p.k;
     let kx = tk % p.k;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
-    let cs = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
+    let c_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
+    let c_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.ci - 1u)) * hw;
     var os: array<u32, TILE_C>;
-    var acc: array<vec4<f32>, TILE_C>;
+    var acc: WeightBlock;
     for (var i = 0u; i < TILE_C; i++) {
         os[i] = min(o0 + i, p.co - 1u) * ohw;
-        acc[i] = vec4<f32>(0.0);
+        acc.lo[i] = vec4<f32>(0.0);
+        acc.hi[i] = vec4<f32>(0.0);
     }
     // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi (likewise for oy).
     let s = i32(p.stride);
@@ -393,9 +402,12 @@ fn bw_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> array<vec4<f32>,
             let dr = n * p.co * ohw + oy * p.ow;
             for (var ox = ox_lo; ox < ox_hi; ox++) {
                 let xi = xr + u32(tap(ox, kx, p.pad_l));
-                let xv = vec4<f32>(x[xi + cs.x], x[xi + cs.y], x[xi + cs.z], x[xi + cs.w]);
+                let x_lo = vec4<f32>(x[xi + c_lo.x], x[xi + c_lo.y], x[xi + c_lo.z], x[xi + c_lo.w]);
+                let x_hi = vec4<f32>(x[xi + c_hi.x], x[xi + c_hi.y], x[xi + c_hi.z], x[xi + c_hi.w]);
                 for (var i = 0u; i < TILE_C; i++) {
-                    acc[i] = fma(vec4<f32>(dy[dr + ox + os[i]]), xv, acc[i]);
+                    let d = vec4<f32>(dy[dr + ox + os[i]]);
+                    acc.lo[i] = fma(d, x_lo, acc.lo[i]);
+                    acc.hi[i] = fma(d, x_hi, acc.hi[i]);
                 }
             }
         }
@@ -403,26 +415,31 @@ fn bw_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> array<vec4<f32>,
     return acc;
 }
 
-// One invocation per block of 4 input channels (workgroups of BW_WG along x); workgroup z = output
+// Accumulator of output channel o0 + i, input channel c0 + j.
+fn block_at(acc: WeightBlock, i: u32, j: u32) -> f32 {
+    return select(acc.hi[i][j % 4u], acc.lo[i][j % 4u], j < 4u);
+}
+
+// One invocation per block of 8 input channels (workgroups of BW_WG along x); workgroup z = output
 // channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup. Sums
 // the whole batch and adds into dw.
 @compute @workgroup_size(BW_WG)
 fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let p = params;
-    let c0 = gid.x * 4u;
+    let c0 = gid.x * 8u;
     if (c0 >= p.ci) {
         return;
     }
     let kk = p.k * p.k;
     let tk = wid.z % kk;
     let o0 = (wid.z / kk) * TILE_C;
-    let acc = bw_block(o0, c0, tk, 0u, p.n);
+    let acc = weight_block(o0, c0, tk, 0u, p.n);
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < 8u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                dw[(o * p.ci + c) * kk + tk] += acc[i][j];
+                dw[(o * p.ci + c) * kk + tk] += block_at(acc, i, j);
             }
         }
     }
@@ -435,24 +452,24 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
 @compute @workgroup_size(BW_WG)
 fn backward_weight_split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let p = params;
-    let blocks = (p.ci + 3u) / 4u;
+    let blocks = (p.ci + 7u) / 8u;
     let slice = gid.x / blocks;
     if (slice >= p.splits) {
         return;
     }
-    let c0 = (gid.x % blocks) * 4u;
+    let c0 = (gid.x % blocks) * 8u;
     let per = (p.n + p.splits - 1u) / p.splits;
     let kk = p.k * p.k;
     let tk = wid.z % kk;
     let o0 = (wid.z / kk) * TILE_C;
-    let acc = bw_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
+    let acc = weight_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
     let len = p.co * p.ci * kk;
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < 8u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                part[slice * len + (o * p.ci + c) * kk + tk] = acc[i][j];
+                part[slice * len + (o * p.ci + c) * kk + tk] = block_at(acc, i, j);
             }
         }
     }

@@ -196,6 +196,7 @@ fn variant_choice_rule() {
     let conv_in = conv([32, 1, 28, 28, 16, 3, 1], [1; 4]);
     let conv_out = conv([32, 16, 28, 28, 1, 3, 1], [1; 4]);
     let mid = conv([32, 32, 14, 14, 32, 3, 1], [1; 4]);
+    let wide = conv([32, 64, 7, 7, 32, 3, 1], [1; 4]);
     let skip_48 = conv([32, 48, 28, 28, 16, 1, 1], [0; 4]);
     let skip_32 = conv([32, 32, 28, 28, 16, 1, 1], [0; 4]);
     let c = Choice::for_device(Cpu, 2, &conv_in);
@@ -204,14 +205,18 @@ fn variant_choice_rule() {
     assert_eq!(c.backward_weight, Variant::Split { tile_c: 16, splits: 8 });
     let c = Choice::for_device(Cpu, 2, &conv_out);
     assert_eq!(c.forward, Variant::Tiled { tile_c: 1 });
-    assert_eq!(c.backward_weight, Variant::Split { tile_c: 1, splits: 2 });
-    assert_eq!(Choice::for_device(Cpu, 2, &mid), all(Variant::Tiled { tile_c: 16 }));
+    assert_eq!(c.backward_weight, Variant::Split { tile_c: 1, splits: 4 });
+    assert_eq!(Choice::for_device(Cpu, 2, &wide), all(Variant::Tiled { tile_c: 16 }));
     let split = |s: &Conv2d| Choice::for_device(Cpu, 2, s).backward_weight;
-    assert_eq!(split(&skip_48), Variant::Split { tile_c: 16, splits: 2 });
-    assert_eq!(split(&skip_32), Variant::Split { tile_c: 16, splits: 4 });
+    // 4 blocks of 8 input channels: 2 slices fill the 8 lanes.
+    assert_eq!(split(&mid), Variant::Split { tile_c: 16, splits: 2 });
+    // 6 blocks: 4 slices (24 lanes = 3 full groups).
+    assert_eq!(split(&skip_48), Variant::Split { tile_c: 16, splits: 4 });
+    // One output block, one tap: 8 slices give the 2 threads 2 workgroups.
+    assert_eq!(split(&skip_32), Variant::Split { tile_c: 16, splits: 8 });
     let g = Choice::for_device(DiscreteGpu, 2, &mid);
     assert_eq!(g.forward, Variant::Tiled { tile_c: 4 });
-    // 144 invocations per slice: split down to one sample per slice.
+    // 72 invocations per slice: split down to one sample per slice.
     assert_eq!(g.backward_weight, Variant::Split { tile_c: 16, splits: 32 });
 }
 

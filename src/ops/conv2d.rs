@@ -112,9 +112,10 @@ const ACCUMULATE: u32 = 2;
 const MAX_TILE_C: usize = 16;
 /// Output pixels along x per invocation of `conv_tiled` (two vec4).
 const CONV_PX: usize = 8;
-/// Pixels along x per invocation of `backward_input_strided` (one vec4); input channels per
-/// invocation of `backward_weight`.
+/// Pixels along x per invocation of `backward_input_strided` (one vec4).
 const TILE_P: usize = 4;
+/// Input channels per invocation of `backward_weight` (two vec4).
+const BW_CI: usize = 8;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
@@ -162,7 +163,7 @@ pub enum Variant {
     Naive,
     /// Register-blocked kernels with `tile_c` ∈ {1, 2, 4, 8, 16} channels per invocation: output
     /// channels × 8 pixels (forward, stride-1 backward_input), input channels × 4 pixels (strided
-    /// backward_input), output channels × 4 input channels (backward_weight).
+    /// backward_input), output channels × 8 input channels (backward_weight).
     Tiled { tile_c: usize },
     /// backward_weight only: `Tiled`, with the reduction over the batch cut into `splits` slices
     /// whose partial sums go to a scratch buffer, then one kernel adds them into dw.
@@ -210,12 +211,13 @@ impl Choice {
     ///   ([`tile_for`]). Lavapipe turns every storage load into scalar work per SIMD lane (even a
     ///   workgroup-uniform one costs a search for the first active lane inside loops), so reuse
     ///   per load decides the speed, and a few hundred invocations fill its cores.
-    ///   backward_weight has one invocation per 4 input channels per workgroup row, which for
-    ///   conv_in (1 input channel), 16 or 48 input channels fills 1/8, 1/2 or 3/4 of the 8-lane
-    ///   SIMD groups (`CPU_LANES`), and a 1×1 convolution with one output block has a single
-    ///   workgroup: the batch is split in 2, 4, 8 slices while the lanes are less than 90% filled
-    ///   or there are fewer workgroups than threads (measured 1.4–3.5× faster on those shapes;
-    ///   splitting shapes that already fill the lanes is up to 10% slower).
+    ///   backward_weight has one invocation per 8 input channels per workgroup row, which for
+    ///   1–8, 16, 32 or 48 input channels fills 1/8, 2/8, 4/8 or 6/8 of the 8-lane SIMD groups
+    ///   (`CPU_LANES`), and a 1×1 convolution with one output block has few workgroups: the
+    ///   batch is split in 2, 4, 8 slices while the lanes are less than 90% filled or there are
+    ///   fewer workgroups than threads (measured 1.4–3.5× faster on those shapes than the unsplit
+    ///   kernel; splitting shapes that already fill the lanes is up to 10% slower, because the dy
+    ///   loads, uniform without a split, then differ between lanes).
     /// - GPUs (and anything else): the same tile, halved (down to 4) while the grid has fewer than
     ///   `GPU_INVOCATIONS` invocations, and backward_weight split until it has that many: a GPU
     ///   given a few thousand invocations leaves most of its cores idle, and its loads of
@@ -230,7 +232,7 @@ impl Choice {
             t
         };
         let bw_tile = tile_for(s.c_out);
-        let blocks = s.c_in.div_ceil(TILE_P);
+        let blocks = s.c_in.div_ceil(BW_CI);
         let rows = s.c_out.div_ceil(bw_tile) * s.k * s.k;
         let lanes_filled = |sp: usize| (blocks * sp) as f64 / (blocks * sp).next_multiple_of(CPU_LANES) as f64;
         let workgroups = |sp: usize| rows * (blocks * sp).div_ceil(BW_WG as usize);
@@ -393,7 +395,7 @@ pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &T
 }
 
 /// dw += ∂loss/∂w with variant `v`: per weight element a reduction over N·OH·OW, blocked
-/// `tile_c` output × 4 input channels per invocation; `Split` cuts the batch into slices.
+/// `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices.
 pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
     let (tile_c, splits) = match v {
@@ -410,7 +412,7 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
     q.splits = u(splits);
     let z = s.c_out.div_ceil(tile_c) * s.k * s.k;
     assert!(z <= 65535, "conv2d: too many output channel blocks × taps for {s:?}");
-    let blocks = s.c_in.div_ceil(TILE_P);
+    let blocks = s.c_in.div_ceil(BW_CI);
     let shader = tiled_shader(tile_c);
     if splits == 1 {
         let grid = [u(blocks.div_ceil(BW_WG as usize)), 1, u(z)];
