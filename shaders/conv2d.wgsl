@@ -20,6 +20,9 @@
 //                       window of the previous tap shifted by a pixel) feed 8·TILE_C FMAs.
 //                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
 //                       z, so the weight loads are uniform across the workgroup.
+//   pack_weights        one invocation per element of the packed weights (Cin, k, k, Cout rounded
+//                       up to 4), output channels innermost; 1D grid of WG.
+//   conv_packed         conv_tiled reading the packed weights as vec4: TILE_C/4 loads per tap.
 //   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
 //                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
 //                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
@@ -65,6 +68,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;   // (Cout, Cin, k, k) accumulated
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;   // (Cout)            accumulated
 @group(0) @binding(9) var<storage, read_write> part: array<f32>; // (splits, Cout, Cin, k, k) partial dw
+@group(0) @binding(10) var<storage, read> wp: array<vec4<f32>>;  // (Cin, k, k, ⌈Cout/4⌉) packed weights
+@group(0) @binding(11) var<storage, read_write> wpack: array<f32>; // the same, written by pack_weights
 
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
@@ -216,60 +221,57 @@ fn xat4(row: u32, ix: i32, s: i32, in_y: bool) -> vec4<f32> {
     return vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y), xat(row, ix + 3 * s, in_y));
 }
 
-@compute @workgroup_size(TILE_WG)
-fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(workgroup_id) wid: vec3<u32>) {
-    let q = gid.x + gid.y * nwg.x * TILE_WG;
-    let p = params;
-    if (q >= p.n * p.oh * p.groups) {
-        return;
-    }
-    let n = q / (p.groups * p.oh);
-    let oy = (q / p.groups) % p.oh;
-    let ox0 = (q % p.groups) * 8u;
-    let o0 = wid.z * TILE_C;
-    let s = i32(p.stride);
-    let ix0 = tap(ox0, 0u, p.pad_l);
-    // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
-    // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
-    // Pixels ox0..ox0+3 accumulate in lo, ox0+4..ox0+7 in hi (named vectors, not an indexed array:
-    // lavapipe keeps them in registers).
-    var wo: array<i32, TILE_C>;
-    var lo: array<vec4<f32>, TILE_C>;
-    var hi: array<vec4<f32>, TILE_C>;
+// Register tile of TILE_C channels × 8 (pixels or input channels): the first 4 in lo, the next 4
+// in hi (named vectors, not an indexed array: lavapipe keeps them in registers).
+struct Block {
+    lo: array<vec4<f32>, TILE_C>,
+    hi: array<vec4<f32>, TILE_C>,
+}
+
+fn zero_block() -> Block {
+    var b: Block;
     for (var i = 0u; i < TILE_C; i++) {
-        wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
-        lo[i] = vec4<f32>(0.0);
-        hi[i] = vec4<f32>(0.0);
+        b.lo[i] = vec4<f32>(0.0);
+        b.hi[i] = vec4<f32>(0.0);
     }
-    // No branch on the padding: the loops stay uniform, so the weight addresses do too.
-    for (var c = 0u; c < p.ci; c++) {
-        let wc = i32(c) * p.w_si;
-        for (var ky = 0u; ky < p.k; ky++) {
-            let iy = u32(tap(oy, ky, p.pad_t));
-            let in_y = iy < p.h;
-            let row = ((n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
-            var x_lo = vec4<f32>(0.0);
-            var x_hi = vec4<f32>(0.0);
-            for (var kx = 0u; kx < p.k; kx++) {
-                let ix = ix0 + i32(kx);
-                if (s == 1 && kx > 0u) {
-                    // Stride 1: tap kx reads the window of tap kx − 1 shifted by one, one new load.
-                    x_lo = vec4<f32>(x_lo.yzw, x_hi.x);
-                    x_hi = vec4<f32>(x_hi.yzw, xat(row, ix + 7, in_y));
-                } else {
-                    x_lo = xat4(row, ix, s, in_y);
-                    x_hi = xat4(row, ix + 4 * s, s, in_y);
-                }
-                let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
-                for (var i = 0u; i < TILE_C; i++) {
-                    let wv = vec4<f32>(wt[wo[i] + wk]);
-                    lo[i] = fma(wv, x_lo, lo[i]);
-                    hi[i] = fma(wv, x_hi, hi[i]);
-                }
-            }
-        }
+    return b;
+}
+
+// Element (i, j) of a block, j < 8.
+fn block_at(b: Block, i: u32, j: u32) -> f32 {
+    return select(b.hi[i][j % 4u], b.lo[i][j % 4u], j < 4u);
+}
+
+// The 8 output pixels (n, oy, ox0..ox0+7) of conv invocation q, and the input column of ox0's tap 0.
+struct Pixels {
+    n: u32,
+    oy: u32,
+    ox0: u32,
+    ix0: i32,
+}
+
+fn pixels_of(q: u32) -> Pixels {
+    let p = params;
+    let ox0 = (q % p.groups) * 8u;
+    return Pixels(q / (p.groups * p.oh), (q / p.groups) % p.oh, ox0, tap(ox0, 0u, p.pad_l));
+}
+
+// Input rows of the 8 pixels at tap (ky, kx) into x_lo, x_hi. With stride 1 and kx > 0 the
+// window of tap kx − 1 shifted by one pixel: one new load instead of 8.
+fn window(row: u32, ix: i32, kx: u32, in_y: bool, x_lo: ptr<function, vec4<f32>>, x_hi: ptr<function, vec4<f32>>) {
+    let s = i32(params.stride);
+    if (s == 1 && kx > 0u) {
+        *x_lo = vec4<f32>((*x_lo).yzw, (*x_hi).x);
+        *x_hi = vec4<f32>((*x_hi).yzw, xat(row, ix + 7, in_y));
+    } else {
+        *x_lo = xat4(row, ix, s, in_y);
+        *x_hi = xat4(row, ix + 4 * s, s, in_y);
     }
+}
+
+// y[n, o0 + i, oy, ox0 + j] (+)= acc (i, j) (+ bias), for the channels < co and pixels < OW.
+fn store_pixels(px: Pixels, o0: u32, acc: Block) {
+    let p = params;
     let add_bias = (p.flags & ADD_BIAS) != 0u;
     let accumulate = (p.flags & ACCUMULATE) != 0u;
     for (var i = 0u; i < TILE_C; i++) {
@@ -277,11 +279,11 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         if (o >= p.co) {
             break;
         }
-        let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
+        let base = ((px.n * p.co + o) * p.oh + px.oy) * p.ow + px.ox0;
         let b = select(0.0, bias[o], add_bias);
         for (var j = 0u; j < 8u; j++) {
-            if (ox0 + j < p.ow) {
-                let v = select(hi[i][j % 4u], lo[i][j % 4u], j < 4u) + b;
+            if (px.ox0 + j < p.ow) {
+                let v = block_at(acc, i, j) + b;
                 if (accumulate) {
                     y[base + j] += v;
                 } else {
@@ -290,6 +292,105 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             }
         }
     }
+}
+
+@compute @workgroup_size(TILE_WG)
+fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    if (q >= p.n * p.oh * p.groups) {
+        return;
+    }
+    let px = pixels_of(q);
+    let o0 = wid.z * TILE_C;
+    // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
+    // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
+    var wo: array<i32, TILE_C>;
+    for (var i = 0u; i < TILE_C; i++) {
+        wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
+    }
+    var acc = zero_block();
+    // No branch on the padding: the loops stay uniform, so the weight addresses do too.
+    for (var c = 0u; c < p.ci; c++) {
+        let wc = i32(c) * p.w_si;
+        for (var ky = 0u; ky < p.k; ky++) {
+            let iy = u32(tap(px.oy, ky, p.pad_t));
+            let in_y = iy < p.h;
+            let row = ((px.n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            var x_lo = vec4<f32>(0.0);
+            var x_hi = vec4<f32>(0.0);
+            for (var kx = 0u; kx < p.k; kx++) {
+                window(row, px.ix0 + i32(kx), kx, in_y, &x_lo, &x_hi);
+                let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
+                for (var i = 0u; i < TILE_C; i++) {
+                    let wv = vec4<f32>(wt[wo[i] + wk]);
+                    acc.lo[i] = fma(wv, x_lo, acc.lo[i]);
+                    acc.hi[i] = fma(wv, x_hi, acc.hi[i]);
+                }
+            }
+        }
+    }
+    store_pixels(px, o0, acc);
+}
+
+// wpack[((c·k + ky)·k + kx)·co4 + o] = w[w_base + o·w_so + c·w_si + ky·w_sy + kx·w_sx] (0 for o ≥ co),
+// co4 = Cout rounded up to 4: the weights conv_packed reads, output channels innermost. One
+// invocation per element, 1D grid of WG.
+@compute @workgroup_size(WG)
+fn pack_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    let co4 = (p.co + 3u) / 4u * 4u;
+    if (i >= p.ci * p.k * p.k * co4) {
+        return;
+    }
+    let o = i % co4;
+    let t = i / co4;
+    let kx = t % p.k;
+    let ky = (t / p.k) % p.k;
+    let c = t / (p.k * p.k);
+    let wi = p.w_base + i32(min(o, p.co - 1u)) * p.w_so + i32(c) * p.w_si + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
+    wpack[i] = select(0.0, wt[wi], o < p.co);
+}
+
+// conv_tiled reading packed weights (TILE_C a multiple of 4): per tap TILE_C/4 vec4 loads of 4
+// output channels each instead of TILE_C scalar loads.
+@compute @workgroup_size(TILE_WG)
+fn conv_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    if (q >= p.n * p.oh * p.groups) {
+        return;
+    }
+    let px = pixels_of(q);
+    let o0 = wid.z * TILE_C;
+    let co4 = (p.co + 3u) / 4u;
+    var acc = zero_block();
+    for (var c = 0u; c < p.ci; c++) {
+        for (var ky = 0u; ky < p.k; ky++) {
+            let iy = u32(tap(px.oy, ky, p.pad_t));
+            let in_y = iy < p.h;
+            let row = ((px.n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            var x_lo = vec4<f32>(0.0);
+            var x_hi = vec4<f32>(0.0);
+            for (var kx = 0u; kx < p.k; kx++) {
+                window(row, px.ix0 + i32(kx), kx, in_y, &x_lo, &x_hi);
+                let wb = ((c * p.k + ky) * p.k + kx) * co4;
+                for (var i4 = 0u; i4 < TILE_C / 4u; i4++) {
+                    // Blocks past the last real one reread it (computed, never stored).
+                    let w4 = wp[wb + min(o0 / 4u + i4, co4 - 1u)];
+                    for (var j = 0u; j < 4u; j++) {
+                        let wv = vec4<f32>(w4[j]);
+                        acc.lo[4u * i4 + j] = fma(wv, x_lo, acc.lo[4u * i4 + j]);
+                        acc.hi[4u * i4 + j] = fma(wv, x_hi, acc.hi[4u * i4 + j]);
+                    }
+                }
+            }
+        }
+    }
+    store_pixels(px, o0, acc);
 }
 
 // TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
@@ -364,18 +465,11 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// Accumulators of backward_weight: input channels c0..c0+3 in lo, c0+4..c0+7 in hi (named
-// vectors, not an indexed array: lavapipe keeps them in registers).
-struct WeightBlock {
-    lo: array<vec4<f32>, TILE_C>,
-    hi: array<vec4<f32>, TILE_C>,
-}
-
 // backward_weight: TILE_C output channels × 8 input channels c0.. at one tap (ky, kx), summed over
 // the samples n_lo..n_hi and all (oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. ox
 // runs only over the range whose tap lies inside the image. Channels are clamped to real ones (the
 // extra accumulators are never stored).
-fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> WeightBlock {
+fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> Block {
     let p = params;
     let ky = tk / p.k;
     let kx = tk % p.k;
@@ -384,12 +478,10 @@ fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> WeightBlock 
     let c_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
     let c_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.ci - 1u)) * hw;
     var os: array<u32, TILE_C>;
-    var acc: WeightBlock;
     for (var i = 0u; i < TILE_C; i++) {
         os[i] = min(o0 + i, p.co - 1u) * ohw;
-        acc.lo[i] = vec4<f32>(0.0);
-        acc.hi[i] = vec4<f32>(0.0);
     }
+    var acc = zero_block();
     // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi (likewise for oy).
     let s = i32(p.stride);
     let ox_lo = u32(max(0, (p.pad_l - i32(kx) + s - 1) / s));
@@ -413,11 +505,6 @@ fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> WeightBlock 
         }
     }
     return acc;
-}
-
-// Accumulator of output channel o0 + i, input channel c0 + j.
-fn block_at(acc: WeightBlock, i: u32, j: u32) -> f32 {
-    return select(acc.hi[i][j % 4u], acc.lo[i][j % 4u], j < 4u);
 }
 
 // One invocation per block of 8 input channels (workgroups of BW_WG along x); workgroup z = output

@@ -135,12 +135,15 @@ fn check_variant(name: &str, run: Run) {
     }
 }
 
-/// Every pass with variant `v` (`Tiled` for backward_weight when `v` is a forward variant).
+/// Every pass with variant `v` (backward_weight runs `Tiled` for `Packed`).
 fn all(v: Variant) -> Choice {
     Choice {
         forward: v,
         backward_input: v,
-        backward_weight: v,
+        backward_weight: match v {
+            Variant::Packed { tile_c } => Variant::Tiled { tile_c },
+            v => v,
+        },
     }
 }
 
@@ -158,6 +161,14 @@ fn public_kernels_match_reference() {
 fn tiled_kernels_match_reference_at_every_tile() {
     for tile_c in [16, 8, 4, 2, 1] {
         check_variant("tiled", Run::With(&|_| all(Variant::Tiled { tile_c })));
+    }
+}
+
+/// Packed weights (forward and stride-1 backward_input; the others run `Tiled`).
+#[test]
+fn packed_kernels_match_reference() {
+    for tile_c in [16, 8, 4] {
+        check_variant("packed", Run::With(&|_| all(Variant::Packed { tile_c })));
     }
 }
 
@@ -200,13 +211,18 @@ fn variant_choice_rule() {
     let skip_48 = conv([32, 48, 28, 28, 16, 1, 1], [0; 4]);
     let skip_32 = conv([32, 32, 28, 28, 16, 1, 1], [0; 4]);
     let c = Choice::for_device(Cpu, 2, &conv_in);
-    assert_eq!(c.forward, Variant::Tiled { tile_c: 16 });
+    assert_eq!(c.forward, Variant::Packed { tile_c: 16 });
     assert_eq!(c.backward_input, Variant::Tiled { tile_c: 1 });
     assert_eq!(c.backward_weight, Variant::Split { tile_c: 16, splits: 8 });
     let c = Choice::for_device(Cpu, 2, &conv_out);
     assert_eq!(c.forward, Variant::Tiled { tile_c: 1 });
     assert_eq!(c.backward_weight, Variant::Split { tile_c: 1, splits: 4 });
-    assert_eq!(Choice::for_device(Cpu, 2, &wide), all(Variant::Tiled { tile_c: 16 }));
+    let c = Choice::for_device(Cpu, 2, &wide);
+    assert_eq!(
+        (c.forward, c.backward_input),
+        (Variant::Packed { tile_c: 16 }, Variant::Packed { tile_c: 16 })
+    );
+    assert_eq!(c.backward_weight, Variant::Tiled { tile_c: 16 });
     let split = |s: &Conv2d| Choice::for_device(Cpu, 2, s).backward_weight;
     // 4 blocks of 8 input channels: 2 slices fill the 8 lanes.
     assert_eq!(split(&mid), Variant::Split { tile_c: 16, splits: 2 });
@@ -216,6 +232,10 @@ fn variant_choice_rule() {
     assert_eq!(split(&skip_32), Variant::Split { tile_c: 16, splits: 8 });
     let g = Choice::for_device(DiscreteGpu, 2, &mid);
     assert_eq!(g.forward, Variant::Tiled { tile_c: 4 });
+    assert_eq!(
+        Choice::for_device(DiscreteGpu, 2, &wide).forward,
+        Variant::Tiled { tile_c: 4 }
+    );
     // 72 invocations per slice: split down to one sample per slice.
     assert_eq!(g.backward_weight, Variant::Split { tile_c: 16, splits: 32 });
 }
