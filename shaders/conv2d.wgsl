@@ -237,9 +237,9 @@ fn zero_block() -> Block {
     return b;
 }
 
-// Element (i, j) of a block, j < 8.
-fn block_at(b: Block, i: u32, j: u32) -> f32 {
-    return select(b.hi[i][j % 4u], b.lo[i][j % 4u], j < 4u);
+// Element (i, j) of a block, j < 8 (through a pointer: a by-value block would be copied per call).
+fn block_at(b: ptr<function, Block>, i: u32, j: u32) -> f32 {
+    return select((*b).hi[i][j % 4u], (*b).lo[i][j % 4u], j < 4u);
 }
 
 // The 8 output pixels (n, oy, ox0..ox0+7) of conv invocation q, and the input column of ox0's tap 0.
@@ -270,7 +270,7 @@ fn window(row: u32, ix: i32, kx: u32, in_y: bool, x_lo: ptr<function, vec4<f32>>
 }
 
 // y[n, o0 + i, oy, ox0 + j] (+)= acc (i, j) (+ bias), for the channels < co and pixels < OW.
-fn store_pixels(px: Pixels, o0: u32, acc: Block) {
+fn store_pixels(px: Pixels, o0: u32, acc: ptr<function, Block>) {
     let p = params;
     let add_bias = (p.flags & ADD_BIAS) != 0u;
     let accumulate = (p.flags & ACCUMULATE) != 0u;
@@ -331,7 +331,7 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             }
         }
     }
-    store_pixels(px, o0, acc);
+    store_pixels(px, o0, &acc);
 }
 
 // wpack[((c·k + ky)·k + kx)·co4 + o] = w[w_base + o·w_so + c·w_si + ky·w_sy + kx·w_sx] (0 for o ≥ co),
@@ -390,7 +390,7 @@ fn conv_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             }
         }
     }
-    store_pixels(px, o0, acc);
+    store_pixels(px, o0, &acc);
 }
 
 // TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
@@ -520,13 +520,13 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
     let kk = p.k * p.k;
     let tk = wid.z % kk;
     let o0 = (wid.z / kk) * TILE_C;
-    let acc = weight_block(o0, c0, tk, 0u, p.n);
+    var acc = weight_block(o0, c0, tk, 0u, p.n);
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
         for (var j = 0u; j < 8u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                dw[(o * p.ci + c) * kk + tk] += block_at(acc, i, j);
+                dw[(o * p.ci + c) * kk + tk] += block_at(&acc, i, j);
             }
         }
     }
@@ -549,14 +549,14 @@ fn backward_weight_split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     let kk = p.k * p.k;
     let tk = wid.z % kk;
     let o0 = (wid.z / kk) * TILE_C;
-    let acc = weight_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
+    var acc = weight_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
     let len = p.co * p.ci * kk;
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
         for (var j = 0u; j < 8u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                part[slice * len + (o * p.ci + c) * kk + tk] = block_at(acc, i, j);
+                part[slice * len + (o * p.ci + c) * kk + tk] = block_at(&acc, i, j);
             }
         }
     }
