@@ -1,8 +1,8 @@
 //! conv2d throughput on the convolutions of a `mnist` training step (batch 32, block_out_channels
 //! [16, 32, 32]): `cargo bench --bench conv2d`. For each shape and pass (forward, backward input,
-//! backward weight) the GFLOP/s of the fixed 16-channel tiled kernel (`Tiled { tile_c: 16 }`, the
-//! only tiled variant before per-shape choice) and of the variant `Choice::for_adapter` picks, and
-//! the ms per training step of each (launches per step × time). Each pass costs the forward's
+//! backward weight) the GFLOP/s of one fixed variant for every shape (`Tiled { tile_c: 16 }`: 16
+//! channels per invocation, weights read in place, no batch split) and of the variant
+//! `Choice::for_adapter` picks, and the ms per training step of each (launches per step × time). Each pass costs the forward's
 //! FLOPs, 2·N·Cout·OH·OW·Cin·k·k. `DDPM_BENCH_NAIVE=1` adds the naive kernels.
 
 use ddpm_gpu::gpu::{Gpu, Plan, Tensor};
