@@ -1,14 +1,17 @@
-//! conv2d throughput: `cargo bench --bench conv2d`. For each shape and pass (forward, backward
-//! input, backward weight) the naive and tiled kernels' GFLOP/s, % of the peak-FMA probe, and the
-//! tiled kernel's speed-up. Each pass costs the forward's FLOPs, 2·N·Cout·OH·OW·Cin·k·k.
+//! conv2d throughput on the convolutions of a `mnist` training step (batch 32, block_out_channels
+//! [16, 32, 32]): `cargo bench --bench conv2d`. For each shape and pass (forward, backward input,
+//! backward weight) the GFLOP/s of one fixed variant for every shape (`Tiled { tile_c: 16 }`: 16
+//! channels per invocation, weights read in place, no batch split) and of the variant
+//! `Choice::for_adapter` picks, and the ms per training step of each (launches per step × time). Each pass costs the forward's
+//! FLOPs, 2·N·Cout·OH·OW·Cin·k·k. `DDPM_BENCH_NAIVE=1` adds the naive kernels.
 
 use ddpm_gpu::gpu::{Gpu, Plan, Tensor};
-use ddpm_gpu::ops::conv2d::{self, Conv2d};
+use ddpm_gpu::ops::conv2d::{self, Choice, Conv2d, Variant};
 use ddpm_gpu::ops::peak::{peak_gflops, time_plan};
 
-/// Samples per measurement. Each sample is `time_plan` over one run; the fastest is reported,
-/// because on a shared CPU (lavapipe) other processes only ever make a run slower.
-const SAMPLES: usize = 3;
+/// Samples per measurement; the fastest is reported, because on a shared CPU (lavapipe) other
+/// processes only ever make a run slower. Variants are timed in turn within each sample.
+const SAMPLES: usize = 5;
 
 fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -18,58 +21,58 @@ fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Tensor {
     gpu.tensor(shape, &data)
 }
 
+/// (Cin, Cout, side, k, stride, launches per step, backward_input needed), as in `benches/kernels.rs`'s
+/// walk of the U-Net for the `mnist` preset.
+const MNIST: [(usize, usize, usize, usize, usize, usize, bool); 20] = [
+    (1, 16, 28, 3, 1, 1, false),
+    (16, 16, 28, 3, 1, 4, true),
+    (16, 16, 28, 3, 2, 1, true),
+    (16, 32, 14, 3, 1, 1, true),
+    (32, 32, 14, 3, 1, 4, true),
+    (16, 32, 14, 1, 1, 1, true),
+    (32, 32, 14, 3, 2, 1, true),
+    (32, 32, 7, 3, 1, 8, true),
+    (64, 32, 7, 3, 1, 2, true),
+    (64, 32, 7, 1, 1, 2, true),
+    (64, 32, 14, 3, 1, 1, true),
+    (64, 32, 14, 1, 1, 1, true),
+    (48, 32, 14, 3, 1, 1, true),
+    (48, 32, 14, 1, 1, 1, true),
+    (32, 32, 28, 3, 1, 1, true),
+    (48, 16, 28, 3, 1, 1, true),
+    (48, 16, 28, 1, 1, 1, true),
+    (32, 16, 28, 3, 1, 1, true),
+    (32, 16, 28, 1, 1, 1, true),
+    (16, 1, 28, 3, 1, 1, true),
+];
+
 fn main() {
     let gpu = Gpu::for_tests();
+    let naive = std::env::var("DDPM_BENCH_NAIVE").is_ok_and(|v| v == "1");
     println!("adapter: {}", gpu.describe());
-    let peak = peak_gflops(&gpu);
-    println!("peak FMA: {peak:.2} GFLOP/s");
-    let shapes = [
-        (
-            "3x3 s1 [N=32, 64->64, 28x28, pad 1]",
-            Conv2d {
-                n: 32,
-                c_in: 64,
-                h: 28,
-                w: 28,
-                c_out: 64,
-                k: 3,
-                stride: 1,
-                pad: [1; 4],
+    println!("peak FMA: {:.2} GFLOP/s", peak_gflops(&gpu));
+    println!(
+        "\n| shape | ×/step | pass | tiled16 GF/s | chosen variant | chosen GF/s | speed-up |{}",
+        if naive { " naive GF/s |" } else { "" }
+    );
+    println!("|---|--:|---|--:|---|--:|--:|{}", if naive { "--:|" } else { "" });
+    let mut totals = [0.0f64; 3];
+    let mut per_pass = [[0.0f64; 2]; 3];
+    for (c_in, c_out, side, k, stride, count, needs_dx) in MNIST {
+        let s = Conv2d {
+            n: 32,
+            c_in,
+            h: side,
+            w: side,
+            c_out,
+            k,
+            stride,
+            pad: match (k, stride) {
+                (1, _) => [0; 4],
+                (_, 2) => [0, 1, 0, 1],
+                _ => [1; 4],
             },
-        ),
-        (
-            "3x3 s1 [N=8, 128->128, 32x32, pad 1]",
-            Conv2d {
-                n: 8,
-                c_in: 128,
-                h: 32,
-                w: 32,
-                c_out: 128,
-                k: 3,
-                stride: 1,
-                pad: [1; 4],
-            },
-        ),
-        (
-            "3x3 s2 downsample [N=8, 128->128, 32x32 -> 16x16, pad 0,1,0,1]",
-            Conv2d {
-                n: 8,
-                c_in: 128,
-                h: 32,
-                w: 32,
-                c_out: 128,
-                k: 3,
-                stride: 2,
-                pad: [0, 1, 0, 1],
-            },
-        ),
-    ];
-    for (name, s) in shapes {
-        println!("\n{name}: {:.3} GFLOP per pass", s.flops() / 1e9);
-        println!(
-            "  {:<16} {:>10} {:>8} {:>10} {:>8} {:>9} {:>10}",
-            "pass", "naive GF/s", "% peak", "tiled GF/s", "% peak", "speed-up", "tiled ms"
-        );
+        };
         let x = fill(&gpu, &[s.n, s.c_in, s.h, s.w], 1);
         let w = fill(&gpu, &[s.c_out, s.c_in, s.k, s.k], 2);
         let b = fill(&gpu, &[s.c_out], 3);
@@ -77,43 +80,64 @@ fn main() {
         let dy = fill(&gpu, &[s.n, s.c_out, s.out_h(), s.out_w()], 4);
         let dx = gpu.zeros(&[s.n, s.c_in, s.h, s.w]);
         let dw = gpu.zeros(&[s.c_out, s.c_in, s.k, s.k]);
-        let time = |record: &dyn Fn(&mut Plan)| {
-            let mut p = Plan::new(&gpu);
-            record(&mut p);
-            (0..SAMPLES)
-                .map(|_| time_plan(&gpu, &p, 1))
-                .fold(f64::INFINITY, f64::min)
+        let chosen = Choice::for_adapter(&gpu, &s);
+        let fixed = Variant::Tiled { tile_c: 16 };
+        let pass = |i: usize, v: Variant, p: &mut Plan| match i {
+            0 => conv2d::forward_with(p, v, &s, &x, &w, Some(&b), &y),
+            1 => conv2d::backward_input_with(p, v, &s, &dy, &w, &dx),
+            _ => conv2d::backward_weight_with(p, v, &s, &x, &dy, &dw),
         };
-        let passes: [(&str, f64, f64); 3] = [
-            (
-                "forward",
-                time(&|p| conv2d::forward_naive(p, &s, &x, &w, Some(&b), &y)),
-                time(&|p| conv2d::forward(p, &s, &x, &w, Some(&b), &y)),
-            ),
-            (
-                "backward_input",
-                time(&|p| conv2d::backward_input_naive(p, &s, &dy, &w, &dx)),
-                time(&|p| conv2d::backward_input(p, &s, &dy, &w, &dx)),
-            ),
-            (
-                "backward_weight",
-                time(&|p| conv2d::backward_weight_naive(p, &s, &x, &dy, &dw)),
-                time(&|p| conv2d::backward_weight(p, &s, &x, &dy, &dw)),
-            ),
-        ];
-        let forward_secs = passes[0].2;
-        for (pass, naive, tiled) in passes {
-            let (gn, gt) = (s.flops() / naive / 1e9, s.flops() / tiled / 1e9);
-            println!(
-                "  {pass:<16} {gn:>10.2} {:>7.1}% {gt:>10.2} {:>7.1}% {:>8.1}x {:>10.1}  ({:.2}x forward time)",
-                100.0 * gn / peak,
-                100.0 * gt / peak,
-                naive / tiled,
-                tiled * 1e3,
-                tiled / forward_secs
+        for (i, name) in ["forward", "backward_input", "backward_weight"].into_iter().enumerate() {
+            if i == 1 && !needs_dx {
+                continue;
+            }
+            let v = [chosen.forward, chosen.backward_input, chosen.backward_weight][i];
+            let mut variants = vec![fixed, v];
+            if naive {
+                variants.push(Variant::Naive);
+            }
+            let plans: Vec<Plan> = variants
+                .iter()
+                .map(|&v| {
+                    let mut p = Plan::new(&gpu);
+                    pass(i, v, &mut p);
+                    p
+                })
+                .collect();
+            let mut best = vec![f64::INFINITY; plans.len()];
+            for _ in 0..SAMPLES {
+                for (t, p) in best.iter_mut().zip(&plans) {
+                    *t = t.min(time_plan(&gpu, p, 1));
+                }
+            }
+            let gf = |t: f64| s.flops() / t / 1e9;
+            print!(
+                "| {k}×{k} s{stride} {c_in}→{c_out} @ {side}² | {count} | {name} | {:.2} | {v:?} | {:.2} | {:.2}× |",
+                gf(best[0]),
+                gf(best[1]),
+                best[0] / best[1]
             );
+            if naive {
+                print!(" {:.2} |", gf(best[2]));
+            }
+            println!();
+            per_pass[i][0] += count as f64 * best[0];
+            per_pass[i][1] += count as f64 * best[1];
+            totals[0] += count as f64 * best[0];
+            totals[1] += count as f64 * best[1];
         }
-        let bias = time(&|p| conv2d::backward_bias(p, &s, &dy, &b));
-        println!("  backward_bias: {:.2} ms", bias * 1e3);
+        totals[2] += count as f64 * s.flops() * if needs_dx { 3.0 } else { 2.0 };
     }
+    println!("\nms per mnist training step (launches × fastest time), tiled16 → chosen:");
+    for (name, [a, b]) in ["forward", "backward_input", "backward_weight"].iter().zip(per_pass) {
+        println!("  {name:<16} {:>8.1} → {:>8.1}  ({:.2}×)", a * 1e3, b * 1e3, a / b);
+    }
+    println!(
+        "  all conv passes  {:>8.1} → {:>8.1}  ({:.2}×), {:.2} → {:.2} GFLOP/s",
+        totals[0] * 1e3,
+        totals[1] * 1e3,
+        totals[0] / totals[1],
+        totals[2] / totals[0] / 1e9,
+        totals[2] / totals[1] / 1e9
+    );
 }

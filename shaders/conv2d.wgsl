@@ -11,19 +11,28 @@
 // same kernel also runs the stride-1 backward-input pass (a convolution of dy with the flipped,
 // channel-transposed kernel: negative y/x strides, input/output channel strides swapped).
 //
-// Mapping (TILE_C = 16; all tiled kernels accumulate in registers, no barriers, no atomics):
+// Mapping (all tiled kernels accumulate in registers, no barriers, no atomics). TILE_C is 16 in
+// this file; src/ops/conv2d.rs also compiles it with TILE_C = 8, 4, 2, 1 for convolutions with
+// fewer channels (see `Choice` there), so no kernel computes channels it never stores.
 //   *_naive             one invocation per output element; 1D grid of WG (linear-index idiom).
-//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 4 consecutive
-//                       output pixels of a row, a vec4): per tap 4 input loads feed 4·TILE_C FMAs.
+//   conv_tiled          implicit GEMM, one invocation per (TILE_C output channels × 8 consecutive
+//                       output pixels of a row, two vec4): per tap 8 input loads (stride 1: one, the
+//                       window of the previous tap shifted by a pixel) feed 8·TILE_C FMAs.
 //                       Pixel groups on the 1D grid (x, y) of TILE_WG, the channel block on workgroup
-//                       z, so the weight loads are uniform across the workgroup (cheap on lavapipe).
+//                       z, so the weight loads are uniform across the workgroup.
+//   pack_weights        one invocation per element of the packed weights (Cin, k, k, Cout rounded
+//                       up to 4), output channels innermost; 1D grid of WG.
+//   conv_packed         conv_tiled reading the packed weights as vec4: TILE_C/4 loads per tap.
 //   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
 //                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
 //                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
 //                       conv_tiled on dy instead.)
-//   backward_weight     one invocation per (TILE_C output channels × 4 input channels at one tap), a
+//   backward_weight     one invocation per (TILE_C output channels × 8 input channels at one tap), a
 //                       reduction over (N, OH, OW); workgroups of BW_WG over input-channel blocks,
 //                       z = output-channel block × tap, so the dy loads are uniform.
+//   backward_weight_split   the same blocks, the batch cut into `splits` slices: invocation x =
+//                       slice × input-channel blocks, partial sums written to part (slice, ...);
+//   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 
@@ -46,6 +55,7 @@ struct Params {
     w_sy: i32,
     w_sx: i32,
     groups: u32,  // tiled kernels: invocations per row (pixel groups)
+    splits: u32,  // backward_weight_split: partial sums over slices of the batch
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -57,12 +67,17 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;   // (N, Cin, H, W)    accumulated
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;   // (Cout, Cin, k, k) accumulated
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;   // (Cout)            accumulated
+@group(0) @binding(9) var<storage, read_write> part: array<f32>; // (splits, Cout, Cin, k, k) partial dw
+@group(0) @binding(10) var<storage, read> wp: array<vec4<f32>>;  // (Cin, k, k, ⌈Cout/4⌉) packed weights
+@group(0) @binding(11) var<storage, read_write> wpack: array<f32>; // the same, written by pack_weights
 
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
 const BIAS_WG: u32 = 8u;
-const BW_WG: u32 = 16u;   // backward_weight: invocations (blocks of 4 input channels) per workgroup
-const TILE_C: u32 = 16u;  // channels per invocation of the tiled kernels (see TILE_C in src/ops/conv2d.rs)
+const BW_WG: u32 = 16u;   // backward_weight: invocations per workgroup
+// Channels per invocation of the tiled kernels. src/ops/conv2d.rs compiles this file once per tile
+// size it uses (16, and 8/4/2/1 for convolutions with fewer channels) by replacing this line.
+const TILE_C: u32 = 16u;
 const ADD_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 
@@ -201,6 +216,84 @@ fn dyat(row: u32, ox: i32, in_y: bool) -> f32 {
     return select(0.0, dy[row + min(u, params.ow - 1u)], in_y && u < params.ow);
 }
 
+// x[row + ix] for the 4 taps ix, ix + s, ix + 2s, ix + 3s.
+fn xat4(row: u32, ix: i32, s: i32, in_y: bool) -> vec4<f32> {
+    return vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y), xat(row, ix + 3 * s, in_y));
+}
+
+// Register tile of TILE_C channels × 8 (pixels or input channels): the first 4 in lo, the next 4
+// in hi (named vectors, not an indexed array: lavapipe keeps them in registers).
+struct Block {
+    lo: array<vec4<f32>, TILE_C>,
+    hi: array<vec4<f32>, TILE_C>,
+}
+
+fn zero_block() -> Block {
+    var b: Block;
+    for (var i = 0u; i < TILE_C; i++) {
+        b.lo[i] = vec4<f32>(0.0);
+        b.hi[i] = vec4<f32>(0.0);
+    }
+    return b;
+}
+
+// Element (i, j) of a block, j < 8 (through a pointer: a by-value block would be copied per call).
+fn block_at(b: ptr<function, Block>, i: u32, j: u32) -> f32 {
+    return select((*b).hi[i][j % 4u], (*b).lo[i][j % 4u], j < 4u);
+}
+
+// The 8 output pixels (n, oy, ox0..ox0+7) of conv invocation q, and the input column of ox0's tap 0.
+struct Pixels {
+    n: u32,
+    oy: u32,
+    ox0: u32,
+    ix0: i32,
+}
+
+fn pixels_of(q: u32) -> Pixels {
+    let p = params;
+    let ox0 = (q % p.groups) * 8u;
+    return Pixels(q / (p.groups * p.oh), (q / p.groups) % p.oh, ox0, tap(ox0, 0u, p.pad_l));
+}
+
+// Input rows of the 8 pixels at tap (ky, kx) into x_lo, x_hi. With stride 1 and kx > 0 the
+// window of tap kx − 1 shifted by one pixel: one new load instead of 8.
+fn window(row: u32, ix: i32, kx: u32, in_y: bool, x_lo: ptr<function, vec4<f32>>, x_hi: ptr<function, vec4<f32>>) {
+    let s = i32(params.stride);
+    if (s == 1 && kx > 0u) {
+        *x_lo = vec4<f32>((*x_lo).yzw, (*x_hi).x);
+        *x_hi = vec4<f32>((*x_hi).yzw, xat(row, ix + 7, in_y));
+    } else {
+        *x_lo = xat4(row, ix, s, in_y);
+        *x_hi = xat4(row, ix + 4 * s, s, in_y);
+    }
+}
+
+// y[n, o0 + i, oy, ox0 + j] (+)= acc (i, j) (+ bias), for the channels < co and pixels < OW.
+fn store_pixels(px: Pixels, o0: u32, acc: ptr<function, Block>) {
+    let p = params;
+    let add_bias = (p.flags & ADD_BIAS) != 0u;
+    let accumulate = (p.flags & ACCUMULATE) != 0u;
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        if (o >= p.co) {
+            break;
+        }
+        let base = ((px.n * p.co + o) * p.oh + px.oy) * p.ow + px.ox0;
+        let b = select(0.0, bias[o], add_bias);
+        for (var j = 0u; j < 8u; j++) {
+            if (px.ox0 + j < p.ow) {
+                let v = block_at(acc, i, j) + b;
+                if (accumulate) {
+                    y[base + j] += v;
+                } else {
+                    y[base + j] = v;
+                }
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(TILE_WG)
 fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(workgroup_id) wid: vec3<u32>) {
@@ -209,60 +302,95 @@ fn conv_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (q >= p.n * p.oh * p.groups) {
         return;
     }
-    let n = q / (p.groups * p.oh);
-    let oy = (q / p.groups) % p.oh;
-    let ox0 = (q % p.groups) * 4u;
+    let px = pixels_of(q);
     let o0 = wid.z * TILE_C;
-    let s = i32(p.stride);
-    let ix0 = tap(ox0, 0u, p.pad_l);
     // Index of w[o, 0, 0, 0] per output channel, clamped to a real channel (the accumulators of
     // channels ≥ co are computed but never stored). The weight loads are uniform in the workgroup.
     var wo: array<i32, TILE_C>;
-    var acc: array<vec4<f32>, TILE_C>;
     for (var i = 0u; i < TILE_C; i++) {
         wo[i] = p.w_base + i32(min(o0 + i, p.co - 1u)) * p.w_so;
-        acc[i] = vec4<f32>(0.0);
     }
+    var acc = zero_block();
     // No branch on the padding: the loops stay uniform, so the weight addresses do too.
     for (var c = 0u; c < p.ci; c++) {
         let wc = i32(c) * p.w_si;
         for (var ky = 0u; ky < p.k; ky++) {
-            let iy = u32(tap(oy, ky, p.pad_t));
+            let iy = u32(tap(px.oy, ky, p.pad_t));
             let in_y = iy < p.h;
-            let row = ((n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            let row = ((px.n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            var x_lo = vec4<f32>(0.0);
+            var x_hi = vec4<f32>(0.0);
             for (var kx = 0u; kx < p.k; kx++) {
-                let ix = ix0 + i32(kx);
-                let xv = vec4<f32>(xat(row, ix, in_y), xat(row, ix + s, in_y), xat(row, ix + 2 * s, in_y),
-                                   xat(row, ix + 3 * s, in_y));
+                window(row, px.ix0 + i32(kx), kx, in_y, &x_lo, &x_hi);
                 let wk = wc + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
                 for (var i = 0u; i < TILE_C; i++) {
-                    acc[i] = fma(vec4<f32>(wt[wo[i] + wk]), xv, acc[i]);
+                    let wv = vec4<f32>(wt[wo[i] + wk]);
+                    acc.lo[i] = fma(wv, x_lo, acc.lo[i]);
+                    acc.hi[i] = fma(wv, x_hi, acc.hi[i]);
                 }
             }
         }
     }
-    let add_bias = (p.flags & ADD_BIAS) != 0u;
-    let accumulate = (p.flags & ACCUMULATE) != 0u;
-    for (var i = 0u; i < TILE_C; i++) {
-        let o = o0 + i;
-        if (o >= p.co) {
-            break;
-        }
-        let base = ((n * p.co + o) * p.oh + oy) * p.ow + ox0;
-        var v = acc[i];
-        if (add_bias) {
-            v += vec4<f32>(bias[o]);
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if (ox0 + j < p.ow) {
-                if (accumulate) {
-                    y[base + j] += v[j];
-                } else {
-                    y[base + j] = v[j];
+    store_pixels(px, o0, &acc);
+}
+
+// wpack[((c·k + ky)·k + kx)·co4 + o] = w[w_base + o·w_so + c·w_si + ky·w_sy + kx·w_sx] (0 for o ≥ co),
+// co4 = Cout rounded up to 4: the weights conv_packed reads, output channels innermost. One
+// invocation per element, 1D grid of WG.
+@compute @workgroup_size(WG)
+fn pack_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    let co4 = (p.co + 3u) / 4u * 4u;
+    if (i >= p.ci * p.k * p.k * co4) {
+        return;
+    }
+    let o = i % co4;
+    let t = i / co4;
+    let kx = t % p.k;
+    let ky = (t / p.k) % p.k;
+    let c = t / (p.k * p.k);
+    let wi = p.w_base + i32(min(o, p.co - 1u)) * p.w_so + i32(c) * p.w_si + i32(ky) * p.w_sy + i32(kx) * p.w_sx;
+    wpack[i] = select(0.0, wt[wi], o < p.co);
+}
+
+// conv_tiled reading packed weights (TILE_C a multiple of 4): per tap TILE_C/4 vec4 loads of 4
+// output channels each instead of TILE_C scalar loads.
+@compute @workgroup_size(TILE_WG)
+fn conv_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * TILE_WG;
+    let p = params;
+    if (q >= p.n * p.oh * p.groups) {
+        return;
+    }
+    let px = pixels_of(q);
+    let o0 = wid.z * TILE_C;
+    let co4 = (p.co + 3u) / 4u;
+    var acc = zero_block();
+    for (var c = 0u; c < p.ci; c++) {
+        for (var ky = 0u; ky < p.k; ky++) {
+            let iy = u32(tap(px.oy, ky, p.pad_t));
+            let in_y = iy < p.h;
+            let row = ((px.n * p.ci + c) * p.h + min(iy, p.h - 1u)) * p.w;
+            var x_lo = vec4<f32>(0.0);
+            var x_hi = vec4<f32>(0.0);
+            for (var kx = 0u; kx < p.k; kx++) {
+                window(row, px.ix0 + i32(kx), kx, in_y, &x_lo, &x_hi);
+                let wb = ((c * p.k + ky) * p.k + kx) * co4;
+                for (var i4 = 0u; i4 < TILE_C / 4u; i4++) {
+                    // Blocks past the last real one reread it (computed, never stored).
+                    let w4 = wp[wb + min(o0 / 4u + i4, co4 - 1u)];
+                    for (var j = 0u; j < 4u; j++) {
+                        let wv = vec4<f32>(w4[j]);
+                        acc.lo[4u * i4 + j] = fma(wv, x_lo, acc.lo[4u * i4 + j]);
+                        acc.hi[4u * i4 + j] = fma(wv, x_hi, acc.hi[4u * i4 + j]);
+                    }
                 }
             }
         }
     }
+    store_pixels(px, o0, &acc);
 }
 
 // TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
@@ -337,58 +465,115 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
 }
 
-// TILE_C output channels × 4 input channels (c0.. = 4 · invocation) at one tap (ky, kx), summed
-// over (n, oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. Workgroup z = output
-// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup; ox runs
-// only over the range whose tap lies inside the image.
-@compute @workgroup_size(BW_WG)
-fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// backward_weight: TILE_C output channels × 8 input channels c0.. at one tap (ky, kx), summed over
+// the samples n_lo..n_hi and all (oy, ox): acc[i][j] += dy[n, o0+i, oy, ox] · x[n, c0+j, iy, ix]. ox
+// runs only over the range whose tap lies inside the image. Channels are clamped to real ones (the
+// extra accumulators are never stored).
+fn weight_block(o0: u32, c0: u32, tk: u32, n_lo: u32, n_hi: u32) -> Block {
     let p = params;
-    let c0 = gid.x * 4u;
-    if (c0 >= p.ci) {
-        return;
-    }
-    let kk = p.k * p.k;
-    let tk = wid.z % kk;
     let ky = tk / p.k;
     let kx = tk % p.k;
-    let o0 = (wid.z / kk) * TILE_C;
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
-    // Channel offsets, clamped to real channels (extra accumulators are never stored).
-    let cs = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
+    let c_lo = min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.ci - 1u)) * hw;
+    let c_hi = min(vec4<u32>(c0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.ci - 1u)) * hw;
     var os: array<u32, TILE_C>;
-    var acc: array<vec4<f32>, TILE_C>;
     for (var i = 0u; i < TILE_C; i++) {
         os[i] = min(o0 + i, p.co - 1u) * ohw;
-        acc[i] = vec4<f32>(0.0);
     }
+    var acc = zero_block();
     // 0 ≤ ox·s + kx − pad_l < W  ⇔  ox_lo ≤ ox < ox_hi (likewise for oy).
     let s = i32(p.stride);
     let ox_lo = u32(max(0, (p.pad_l - i32(kx) + s - 1) / s));
     let ox_hi = u32(clamp((i32(p.w) - 1 + p.pad_l - i32(kx) + s) / s, 0, i32(p.ow)));
     let oy_lo = u32(max(0, (p.pad_t - i32(ky) + s - 1) / s));
     let oy_hi = u32(clamp((i32(p.h) - 1 + p.pad_t - i32(ky) + s) / s, 0, i32(p.oh)));
-    for (var n = 0u; n < p.n; n++) {
+    for (var n = n_lo; n < n_hi; n++) {
         for (var oy = oy_lo; oy < oy_hi; oy++) {
             let xr = n * p.ci * hw + u32(tap(oy, ky, p.pad_t)) * p.w;
             let dr = n * p.co * ohw + oy * p.ow;
             for (var ox = ox_lo; ox < ox_hi; ox++) {
                 let xi = xr + u32(tap(ox, kx, p.pad_l));
-                let xv = vec4<f32>(x[xi + cs.x], x[xi + cs.y], x[xi + cs.z], x[xi + cs.w]);
+                let x_lo = vec4<f32>(x[xi + c_lo.x], x[xi + c_lo.y], x[xi + c_lo.z], x[xi + c_lo.w]);
+                let x_hi = vec4<f32>(x[xi + c_hi.x], x[xi + c_hi.y], x[xi + c_hi.z], x[xi + c_hi.w]);
                 for (var i = 0u; i < TILE_C; i++) {
-                    acc[i] = fma(vec4<f32>(dy[dr + ox + os[i]]), xv, acc[i]);
+                    let d = vec4<f32>(dy[dr + ox + os[i]]);
+                    acc.lo[i] = fma(d, x_lo, acc.lo[i]);
+                    acc.hi[i] = fma(d, x_hi, acc.hi[i]);
                 }
             }
         }
     }
+    return acc;
+}
+
+// One invocation per block of 8 input channels (workgroups of BW_WG along x); workgroup z = output
+// channel block · k² + tap, so the loops and the dy loads are uniform across the workgroup. Sums
+// the whole batch and adds into dw.
+@compute @workgroup_size(BW_WG)
+fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let p = params;
+    let c0 = gid.x * 8u;
+    if (c0 >= p.ci) {
+        return;
+    }
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
+    let o0 = (wid.z / kk) * TILE_C;
+    var acc = weight_block(o0, c0, tk, 0u, p.n);
     for (var i = 0u; i < TILE_C; i++) {
         let o = o0 + i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < 8u; j++) {
             let c = c0 + j;
             if (o < p.co && c < p.ci) {
-                dw[(o * p.ci + c) * kk + tk] += acc[i][j];
+                dw[(o * p.ci + c) * kk + tk] += block_at(&acc, i, j);
             }
         }
     }
+}
+
+// The same blocks, with the batch cut into `splits` slices of ⌈N/splits⌉ samples: invocation x =
+// slice · (input channel blocks) + block, so a convolution with few channel blocks still fills the
+// SIMD lanes (and a GPU's cores). Each writes its partial sums (=) to part[slice]; then
+// backward_weight_reduce adds Σ_slice part[slice] into dw.
+@compute @workgroup_size(BW_WG)
+fn backward_weight_split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let p = params;
+    let blocks = (p.ci + 7u) / 8u;
+    let slice = gid.x / blocks;
+    if (slice >= p.splits) {
+        return;
+    }
+    let c0 = (gid.x % blocks) * 8u;
+    let per = (p.n + p.splits - 1u) / p.splits;
+    let kk = p.k * p.k;
+    let tk = wid.z % kk;
+    let o0 = (wid.z / kk) * TILE_C;
+    var acc = weight_block(o0, c0, tk, min(slice * per, p.n), min(slice * per + per, p.n));
+    let len = p.co * p.ci * kk;
+    for (var i = 0u; i < TILE_C; i++) {
+        let o = o0 + i;
+        for (var j = 0u; j < 8u; j++) {
+            let c = c0 + j;
+            if (o < p.co && c < p.ci) {
+                part[slice * len + (o * p.ci + c) * kk + tk] = block_at(&acc, i, j);
+            }
+        }
+    }
+}
+
+// dw[i] += Σ_slice part[slice, i]; one invocation per weight element, 1D grid of WG.
+@compute @workgroup_size(WG)
+fn backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let p = params;
+    let len = p.co * p.ci * p.k * p.k;
+    if (i >= len) {
+        return;
+    }
+    var acc = 0.0;
+    for (var j = 0u; j < p.splits; j++) {
+        acc += part[j * len + i];
+    }
+    dw[i] += acc;
 }

@@ -1,9 +1,10 @@
-//! conv2d: GPU kernels (naive and tiled) vs the CPU reference on awkward shapes, gradient
-//! accumulation into prefilled buffers, and the reference backward vs finite differences.
+//! conv2d: GPU kernels (every variant: naive, tiled at each channel tile, split weight gradient,
+//! the variants chosen for a CPU and for a GPU adapter) vs the CPU reference on awkward shapes,
+//! gradient accumulation into prefilled buffers, and the reference backward vs finite differences.
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::conv2d::{self, Conv2d};
+use ddpm_gpu::ops::conv2d::{self, Choice, Conv2d, Variant};
 use ddpm_gpu::reference;
 
 /// Relative L2 tolerance of f32 GPU results vs the f64 reference.
@@ -41,6 +42,9 @@ fn shapes() -> Vec<Conv2d> {
         conv([1, 6, 7, 6, 5, 1, 2], [0, 0, 1, 0]),
         conv([1, 18, 5, 6, 7, 3, 2], [0, 1, 0, 1]),
         conv([2, 17, 12, 13, 19, 3, 1], [1, 1, 1, 1]),
+        conv([5, 1, 9, 11, 17, 3, 1], [1, 1, 1, 1]),
+        conv([4, 17, 9, 7, 1, 3, 1], [1, 1, 1, 1]),
+        conv([3, 17, 11, 9, 3, 3, 2], [0, 1, 0, 1]),
     ]
 }
 
@@ -74,13 +78,15 @@ fn plus(base: &[f32], add: &[f64]) -> Vec<f64> {
     base.iter().zip(add).map(|(&a, &g)| a as f64 + g).collect()
 }
 
-type Fwd = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, Option<&Tensor>, &Tensor);
-type BwdIn = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, &Tensor);
-type BwdW = fn(&mut Plan, &Conv2d, &Tensor, &Tensor, &Tensor);
+/// The public entry points (variants chosen for this adapter), or the variants `choose` returns.
+enum Run<'a> {
+    Public,
+    With(&'a dyn Fn(&Conv2d) -> Choice),
+}
 
-/// Run one variant's forward (with and without bias, into garbage-filled outputs) and backward
-/// passes on every shape and compare with the reference.
-fn check_variant(name: &str, fwd: Fwd, bwd_in: BwdIn, bwd_w: BwdW) {
+/// Run the forward (with and without bias, into garbage-filled outputs) and backward passes on
+/// every shape and compare with the reference.
+fn check_variant(name: &str, run: Run) {
     let gpu = gpu();
     for (i, s) in shapes().iter().enumerate() {
         let d = data(s, 10 * i as u64);
@@ -97,10 +103,23 @@ fn check_variant(name: &str, fwd: Fwd, bwd_in: BwdIn, bwd_w: BwdW) {
         let tdw = gpu.tensor(&[s.c_out, s.c_in, s.k, s.k], &d.dw0);
         let tdb = gpu.tensor(&[s.c_out], &d.db0);
         let mut p = Plan::new(&gpu);
-        fwd(&mut p, s, &tx, &tw, Some(&tb), &ty);
-        fwd(&mut p, s, &tx, &tw, None, &ty_nb);
-        bwd_in(&mut p, s, &tdy, &tw, &tdx);
-        bwd_w(&mut p, s, &tx, &tdy, &tdw);
+        let tag = match &run {
+            Run::Public => {
+                conv2d::forward(&mut p, s, &tx, &tw, Some(&tb), &ty);
+                conv2d::forward(&mut p, s, &tx, &tw, None, &ty_nb);
+                conv2d::backward_input(&mut p, s, &tdy, &tw, &tdx);
+                conv2d::backward_weight(&mut p, s, &tx, &tdy, &tdw);
+                format!("{name} {s:?}")
+            }
+            Run::With(choose) => {
+                let c = choose(s);
+                conv2d::forward_with(&mut p, c.forward, s, &tx, &tw, Some(&tb), &ty);
+                conv2d::forward_with(&mut p, c.forward, s, &tx, &tw, None, &ty_nb);
+                conv2d::backward_input_with(&mut p, c.backward_input, s, &tdy, &tw, &tdx);
+                conv2d::backward_weight_with(&mut p, c.backward_weight, s, &tx, &tdy, &tdw);
+                format!("{name} {c:?} {s:?}")
+            }
+        };
         conv2d::backward_bias(&mut p, s, &tdy, &tdb);
         p.run();
 
@@ -108,7 +127,6 @@ fn check_variant(name: &str, fwd: Fwd, bwd_in: BwdIn, bwd_w: BwdW) {
         let want_y = reference::conv2d::forward(s, &x, &w, Some(&b));
         let want_y_nb = reference::conv2d::forward(s, &x, &w, None);
         let (dx, dw, db) = reference::conv2d::backward(s, &x, &w, &dy);
-        let tag = format!("{name} {s:?}");
         assert_close(&format!("{tag} forward"), &gpu.read(&ty), &want_y, TOL);
         assert_close(&format!("{tag} forward no bias"), &gpu.read(&ty_nb), &want_y_nb, TOL);
         assert_close(&format!("{tag} dx"), &gpu.read(&tdx), &plus(&d.dx0, &dx), TOL);
@@ -117,24 +135,109 @@ fn check_variant(name: &str, fwd: Fwd, bwd_in: BwdIn, bwd_w: BwdW) {
     }
 }
 
-#[test]
-fn naive_kernels_match_reference() {
-    check_variant(
-        "naive",
-        conv2d::forward_naive,
-        conv2d::backward_input_naive,
-        conv2d::backward_weight_naive,
-    );
+/// Every pass with variant `v` (backward_weight runs `Tiled` for `Packed`).
+fn all(v: Variant) -> Choice {
+    Choice {
+        forward: v,
+        backward_input: v,
+        backward_weight: match v {
+            Variant::Packed { tile_c } => Variant::Tiled { tile_c },
+            v => v,
+        },
+    }
 }
 
 #[test]
-fn tiled_kernels_match_reference() {
-    check_variant(
-        "tiled",
-        conv2d::forward,
-        conv2d::backward_input,
-        conv2d::backward_weight,
+fn naive_kernels_match_reference() {
+    check_variant("naive", Run::With(&|_| all(Variant::Naive)));
+}
+
+#[test]
+fn public_kernels_match_reference() {
+    check_variant("public (this adapter's choice)", Run::Public);
+}
+
+#[test]
+fn tiled_kernels_match_reference_at_every_tile() {
+    for tile_c in [16, 8, 4, 2, 1] {
+        check_variant("tiled", Run::With(&|_| all(Variant::Tiled { tile_c })));
+    }
+}
+
+/// Packed weights (forward and stride-1 backward_input; the others run `Tiled`).
+#[test]
+fn packed_kernels_match_reference() {
+    for tile_c in [16, 8, 4] {
+        check_variant("packed", Run::With(&|_| all(Variant::Packed { tile_c })));
+    }
+}
+
+/// The weight gradient with the batch cut into slices: one sample per slice, uneven slices, and
+/// (batch 4, 3 slices of 2) an empty last slice.
+#[test]
+fn split_backward_weight_matches_reference() {
+    for tile_c in [16, 4] {
+        for splits in [|n: usize| n, |n: usize| n.div_ceil(2), |n: usize| n.min(3)] {
+            let choose = |s: &Conv2d| Choice {
+                backward_weight: Variant::Split {
+                    tile_c,
+                    splits: splits(s.n),
+                },
+                ..all(Variant::Tiled { tile_c })
+            };
+            check_variant("split", Run::With(&choose));
+        }
+    }
+}
+
+/// What a CPU adapter and a discrete GPU would run, whatever adapter runs the tests.
+#[test]
+fn chosen_variants_match_reference_for_cpu_and_gpu() {
+    for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
+        check_variant(&format!("{device:?}"), Run::With(&|s| Choice::for_device(device, 2, s)));
+    }
+}
+
+/// The choice rule on `mnist` shapes (2 threads): tiles never larger than the channels they
+/// hold, the batch split where the weight gradient would fill few SIMD lanes or workgroups, and
+/// smaller tiles / more slices on GPUs.
+#[test]
+fn variant_choice_rule() {
+    use wgpu::DeviceType::{Cpu, DiscreteGpu};
+    let conv_in = conv([32, 1, 28, 28, 16, 3, 1], [1; 4]);
+    let conv_out = conv([32, 16, 28, 28, 1, 3, 1], [1; 4]);
+    let mid = conv([32, 32, 14, 14, 32, 3, 1], [1; 4]);
+    let wide = conv([32, 64, 7, 7, 32, 3, 1], [1; 4]);
+    let skip_48 = conv([32, 48, 28, 28, 16, 1, 1], [0; 4]);
+    let skip_32 = conv([32, 32, 28, 28, 16, 1, 1], [0; 4]);
+    let c = Choice::for_device(Cpu, 2, &conv_in);
+    assert_eq!(c.forward, Variant::Packed { tile_c: 16 });
+    assert_eq!(c.backward_input, Variant::Tiled { tile_c: 1 });
+    assert_eq!(c.backward_weight, Variant::Split { tile_c: 16, splits: 8 });
+    let c = Choice::for_device(Cpu, 2, &conv_out);
+    assert_eq!(c.forward, Variant::Tiled { tile_c: 1 });
+    assert_eq!(c.backward_weight, Variant::Split { tile_c: 1, splits: 4 });
+    let c = Choice::for_device(Cpu, 2, &wide);
+    assert_eq!(
+        (c.forward, c.backward_input),
+        (Variant::Packed { tile_c: 16 }, Variant::Packed { tile_c: 16 })
     );
+    assert_eq!(c.backward_weight, Variant::Tiled { tile_c: 16 });
+    let split = |s: &Conv2d| Choice::for_device(Cpu, 2, s).backward_weight;
+    // 4 blocks of 8 input channels: 2 slices fill the 8 lanes.
+    assert_eq!(split(&mid), Variant::Split { tile_c: 16, splits: 2 });
+    // 6 blocks: 4 slices (24 lanes = 3 full groups).
+    assert_eq!(split(&skip_48), Variant::Split { tile_c: 16, splits: 4 });
+    // One output block, one tap: 8 slices give the 2 threads 2 workgroups.
+    assert_eq!(split(&skip_32), Variant::Split { tile_c: 16, splits: 8 });
+    let g = Choice::for_device(DiscreteGpu, 2, &mid);
+    assert_eq!(g.forward, Variant::Tiled { tile_c: 4 });
+    assert_eq!(
+        Choice::for_device(DiscreteGpu, 2, &wide).forward,
+        Variant::Tiled { tile_c: 4 }
+    );
+    // 72 invocations per slice: split down to one sample per slice.
+    assert_eq!(g.backward_weight, Variant::Split { tile_c: 16, splits: 32 });
 }
 
 /// Running the backward passes twice adds the gradient twice (accumulation, not overwrite).

@@ -3,12 +3,19 @@
 //! y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[n, c, oy·s + ky − pad_top, ox·s + kx − pad_left]
 //! with zero padding. x (N, Cin, H, W), w (Cout, Cin, k, k) PyTorch layout, b (Cout), y (N, Cout, OH, OW).
 //!
-//! Two variants of every pass, both tested against the reference:
-//! - `*_naive`: one invocation per output element, the readable definition.
-//! - the public `forward` / `backward_*`: register-blocked implicit GEMMs (no im2col buffer,
-//!   no atomics, no workgroup barriers); see the header of the shader for the tilings.
+//! Variants of every pass ([`Variant`]), all tested against the reference:
+//! - `Naive`: one invocation per output element, the readable definition (`*_naive`).
+//! - `Tiled { tile_c }`: register-blocked implicit GEMMs (no im2col buffer, no atomics, no
+//!   workgroup barriers), `tile_c` channels per invocation; see the header of the shader.
+//! - `Split { tile_c, splits }` (backward_weight only): the tiled weight gradient with its
+//!   reduction over the batch cut into `splits` partial sums, added up by a second small kernel.
+//!
+//! The public [`forward`] / [`backward_input`] / [`backward_weight`] run the variants that
+//! [`Choice::for_adapter`] picks for the adapter and shape; `*_with` run a given variant.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use std::sync::OnceLock;
+
+use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
 
 /// Shape of a convolution: square k×k kernel, equal stride in y and x, asymmetric zero padding.
@@ -91,18 +98,24 @@ struct Params {
     w_sy: i32,
     w_sx: i32,
     groups: u32,
+    splits: u32,
 }
 
 /// `flags` bits.
 const ADD_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 
-/// Channels per invocation of the tiled kernels (output channels of `conv_tiled` and
-/// `backward_weight`, input channels of `backward_input_strided`); `TILE_C` in the shader.
-const TILE_C: usize = 16;
-/// Pixels along x per invocation of the tiled convolutions (one vec4); input channels per
-/// invocation of `backward_weight`.
+/// Largest channel tile: channels per invocation of the tiled kernels (output channels of
+/// `conv_tiled` and `backward_weight`, input channels of `backward_input_strided`); `TILE_C` in the
+/// shader. Larger register tiles spill on lavapipe and run several times slower (measured: 24 and
+/// 32 channels × 8 pixels are 3–8× slower than 16 × 8).
+const MAX_TILE_C: usize = 16;
+/// Output pixels along x per invocation of `conv_tiled` (two vec4).
+const CONV_PX: usize = 8;
+/// Pixels along x per invocation of `backward_input_strided` (one vec4).
 const TILE_P: usize = 4;
+/// Input channels per invocation of `backward_weight` (two vec4).
+const BW_CI: usize = 8;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
@@ -139,42 +152,220 @@ fn params(s: &Conv2d) -> Params {
         w_sy: i(k),
         w_sx: 1,
         groups: 0,
+        splits: 1,
     }
 }
 
-/// Workgroups for `per_channel` invocations per channel block, times `channels.div_ceil(TILE_C)` blocks in z.
-fn tiled_grid(per_channel: usize, channels: usize) -> [u32; 3] {
-    let [x, y, _] = grid_1d(per_channel, TILE_WG);
-    [x, y, u(channels.div_ceil(TILE_C))]
+/// How one pass of a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// One invocation per output element (`*_naive`).
+    Naive,
+    /// Register-blocked kernels with `tile_c` ∈ {1, 2, 4, 8, 16} channels per invocation: output
+    /// channels × 8 pixels (forward, stride-1 backward_input), input channels × 4 pixels (strided
+    /// backward_input), output channels × 8 input channels (backward_weight).
+    Tiled { tile_c: usize },
+    /// forward and stride-1 backward_input: `Tiled` with `tile_c` ∈ {4, 8, 16}, the weights first
+    /// repacked (one small kernel) with output channels innermost, so a tap loads `tile_c / 4`
+    /// vec4 instead of `tile_c` scalars. Strided backward_input runs `Tiled`.
+    Packed { tile_c: usize },
+    /// backward_weight only: `Tiled`, with the reduction over the batch cut into `splits` slices
+    /// whose partial sums go to a scratch buffer, then one kernel adds them into dw.
+    Split { tile_c: usize, splits: usize },
+}
+
+/// The variants of the three passes of one convolution on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub forward: Variant,
+    pub backward_input: Variant,
+    pub backward_weight: Variant,
+}
+
+/// SIMD lanes per core of lavapipe (256-bit LLVM vectors of f32): a workgroup whose active
+/// invocations fill fewer lanes wastes the rest.
+const CPU_LANES: usize = 8;
+/// Invocations a GPU needs in flight to hide its memory latency: a discrete GPU runs tens of
+/// compute units × 32–128 lanes × several resident waves, i.e. on the order of 10⁴–10⁵.
+const GPU_INVOCATIONS: usize = 16384;
+
+/// The smallest power-of-two tile that holds `channels` (at most `MAX_TILE_C`): a tile larger
+/// than the channel count computes accumulators that are never stored (conv_in has 1 input
+/// channel, conv_out 1 output channel: with 16-channel tiles 15/16 of their FMAs were wasted).
+fn tile_for(channels: usize) -> usize {
+    channels.next_power_of_two().min(MAX_TILE_C)
+}
+
+impl Choice {
+    /// The variants for the adapter `gpu` (see [`Choice::for_device`]). A CPU adapter (lavapipe)
+    /// runs `LP_NUM_THREADS` worker threads, by default one per core of this machine.
+    pub fn for_adapter(gpu: &Gpu, s: &Conv2d) -> Choice {
+        let threads = std::env::var("LP_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Choice::for_device(gpu.info.device_type, threads, s)
+    }
+
+    /// The variants for a device of type `device` (`threads`: workgroups a CPU adapter runs at
+    /// once): a heuristic on the adapter type, measured on lavapipe (`cargo bench --bench conv2d`)
+    /// and reasoned for GPUs.
+    ///
+    /// - CPU adapters (lavapipe): the largest channel tile that the channel count fills
+    ///   ([`tile_for`]). Lavapipe turns every storage load into scalar work per SIMD lane (even a
+    ///   workgroup-uniform one costs a search for the first active lane inside loops), so reuse
+    ///   per load decides the speed, and a few hundred invocations fill its cores. Forward and
+    ///   stride-1 backward_input use `Packed` weights when the tile allows (5–15% faster than
+    ///   `Tiled` on the `mnist` shapes: a quarter of the weight loads, for one extra launch).
+    ///   backward_weight has one invocation per 8 input channels per workgroup row, which for
+    ///   1–8, 16, 32 or 48 input channels fills 1/8, 2/8, 4/8 or 6/8 of the 8-lane SIMD groups
+    ///   (`CPU_LANES`), and a 1×1 convolution with one output block has few workgroups: the
+    ///   batch is split in 2, 4, 8 slices while the lanes are less than 90% filled or there are
+    ///   fewer workgroups than threads (measured 1.4–3.5× faster on those shapes than the unsplit
+    ///   kernel; splitting shapes that already fill the lanes is up to 10% slower, because the dy
+    ///   loads, uniform without a split, then differ between lanes).
+    /// - GPUs (and anything else): `Tiled` with the same tile, halved (down to 4) while the grid
+    ///   has fewer than `GPU_INVOCATIONS` invocations, and backward_weight split until it has that
+    ///   many: a GPU given a few thousand invocations leaves most of its cores idle, and its
+    ///   loads of workgroup-uniform weights are cached broadcasts, so smaller tiles cost it
+    ///   little and packing the weights would only add a launch.
+    pub fn for_device(device: wgpu::DeviceType, threads: usize, s: &Conv2d) -> Choice {
+        let cpu = device == wgpu::DeviceType::Cpu;
+        let tile = |channels: usize, per_channel_block: usize| {
+            let mut t = tile_for(channels);
+            while !cpu && t > 4 && per_channel_block * channels.div_ceil(t) < GPU_INVOCATIONS {
+                t /= 2;
+            }
+            t
+        };
+        let conv = |tile_c: usize| {
+            if cpu && tile_c >= 4 {
+                Variant::Packed { tile_c }
+            } else {
+                Variant::Tiled { tile_c }
+            }
+        };
+        let bw_tile = tile_for(s.c_out);
+        let blocks = s.c_in.div_ceil(BW_CI);
+        let rows = s.c_out.div_ceil(bw_tile) * s.k * s.k;
+        let lanes_filled = |sp: usize| (blocks * sp) as f64 / (blocks * sp).next_multiple_of(CPU_LANES) as f64;
+        let workgroups = |sp: usize| rows * (blocks * sp).div_ceil(BW_WG as usize);
+        let mut splits = 1;
+        while 2 * splits <= s.n
+            && if cpu {
+                splits < CPU_LANES && (lanes_filled(splits) < 0.9 || workgroups(splits) < threads)
+            } else {
+                rows * blocks * splits < GPU_INVOCATIONS
+            }
+        {
+            splits *= 2;
+        }
+        Choice {
+            forward: conv(tile(s.c_out, s.n * s.out_h() * s.out_w().div_ceil(CONV_PX))),
+            backward_input: conv(tile(s.c_in, s.n * s.h * s.w.div_ceil(CONV_PX))),
+            backward_weight: if splits > 1 {
+                Variant::Split {
+                    tile_c: bw_tile,
+                    splits,
+                }
+            } else {
+                Variant::Tiled { tile_c: bw_tile }
+            },
+        }
+    }
+}
+
+/// `shaders/conv2d.wgsl` compiled with `TILE_C = tile_c` (the file itself has 16).
+fn tiled_shader(tile_c: usize) -> Shader {
+    const LINE: &str = "const TILE_C: u32 = 16u;";
+    static SOURCES: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
+    let base = shader!("conv2d");
+    let (slot, name) = match tile_c {
+        16 => return base,
+        8 => (0, "conv2d_tile8"),
+        4 => (1, "conv2d_tile4"),
+        2 => (2, "conv2d_tile2"),
+        1 => (3, "conv2d_tile1"),
+        _ => panic!("conv2d: tile_c {tile_c} is not 1, 2, 4, 8 or 16"),
+    };
+    let source = SOURCES[slot].get_or_init(|| {
+        assert!(base.source.contains(LINE), "conv2d.wgsl: the line `{LINE}` is missing");
+        base.source.replace(LINE, &format!("const TILE_C: u32 = {tile_c}u;"))
+    });
+    Shader { name, source }
 }
 
 /// The tiled direct convolution `conv_tiled` with parameters `q` (in the geometry of the
 /// convolution it runs): input at binding 1, weights 2, bias 3, output 4.
-fn conv_tiled(p: &mut Plan, mut q: Params, input: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &Tensor) {
-    q.groups = u((q.ow as usize).div_ceil(TILE_P));
+fn conv_tiled(p: &mut Plan, v: Variant, mut q: Params, input: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &Tensor) {
+    q.groups = u((q.ow as usize).div_ceil(CONV_PX));
     q.flags |= if b.is_some() { ADD_BIAS } else { 0 };
     // Without a bias the weights are bound in its place (read-only twice is allowed) and unused.
     let bias = b.unwrap_or(w);
-    let grid = tiled_grid(q.n as usize * q.oh as usize * q.groups as usize, q.co as usize);
-    p.kernel(
-        &shader!("conv2d"),
-        "conv_tiled",
-        &q,
-        &[(1, input), (2, w), (3, bias), (4, out)],
-        grid,
-    );
+    let [x, y, _] = grid_1d(q.n as usize * q.oh as usize * q.groups as usize, TILE_WG);
+    let (packed, tile_c) = match v {
+        Variant::Tiled { tile_c } => (false, tile_c),
+        Variant::Packed { tile_c } => (true, tile_c),
+        _ => unreachable!("conv_tiled runs Tiled or Packed"),
+    };
+    let z = (q.co as usize).div_ceil(tile_c);
+    assert!(z <= 65535, "conv2d: too many channel blocks ({z})");
+    let shader = tiled_shader(tile_c);
+    if packed {
+        assert!(tile_c % 4 == 0, "conv2d: Packed needs tile_c 4, 8 or 16, not {tile_c}");
+        let len = (q.ci * q.k * q.k) as usize * (q.co as usize).next_multiple_of(4);
+        let wp = p.gpu.zeros(&[len]);
+        p.kernel(&shader, "pack_weights", &q, &[(2, w), (11, &wp)], grid_1d(len, WG));
+        p.kernel(
+            &shader,
+            "conv_packed",
+            &q,
+            &[(1, input), (3, bias), (4, out), (10, &wp)],
+            [x, y, u(z)],
+        );
+    } else {
+        p.kernel(
+            &shader,
+            "conv_tiled",
+            &q,
+            &[(1, input), (2, w), (3, bias), (4, out)],
+            [x, y, u(z)],
+        );
+    }
 }
 
-/// y = conv(x, w) + b. Register-blocked: each invocation computes 16 output channels × 4 pixels.
+/// y = conv(x, w) + b with the variant [`Choice::for_adapter`] picks.
 pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
-    s.check(x.len(), w.len(), y.len());
-    conv_tiled(p, params(s), x, w, b, y);
+    let v = Choice::for_adapter(&p.gpu, s).forward;
+    forward_with(p, v, s, x, w, b, y);
 }
 
-/// dx += ∂loss/∂x. With stride 1 this is the convolution of dy with the flipped, channel-transposed
-/// kernel (padding k−1−pad), run by the forward's tiled kernel; other strides use a tiled gather.
+/// y = conv(x, w) + b with variant `v` (`Naive` or `Tiled`).
+pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
+    s.check(x.len(), w.len(), y.len());
+    match v {
+        Variant::Naive => forward_naive(p, s, x, w, b, y),
+        Variant::Tiled { .. } | Variant::Packed { .. } => conv_tiled(p, v, params(s), x, w, b, y),
+        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+    }
+}
+
+/// dx += ∂loss/∂x with the variant [`Choice::for_adapter`] picks.
 pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
+    let v = Choice::for_adapter(&p.gpu, s).backward_input;
+    backward_input_with(p, v, s, dy, w, dx);
+}
+
+/// dx += ∂loss/∂x with variant `v`. Tiled, stride 1: the convolution of dy with the flipped,
+/// channel-transposed kernel (padding k−1−pad), run by the forward's tiled kernel; other strides
+/// use a tiled gather.
+pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     s.check(dx.len(), w.len(), dy.len());
+    let tile_c = match v {
+        Variant::Naive => return backward_input_naive(p, s, dy, w, dx),
+        Variant::Tiled { tile_c } | Variant::Packed { tile_c } => tile_c,
+        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+    };
     let k = s.k;
     if s.stride == 1 {
         // Output channel c of the transposed conv reads input channel o at tap (k−1−ky, k−1−kx):
@@ -198,18 +389,19 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
             w_sy: -i(k),
             w_sx: -1,
             groups: 0,
+            splits: 1,
         };
-        conv_tiled(p, q, dy, w, None, dx);
+        conv_tiled(p, v, q, dy, w, None, dx);
     } else {
         let mut q = params(s);
         // Per residue class (ry, rx): rows of ⌈H/s⌉ × groups of TILE_P pixels spaced by s.
         q.groups = u(s.w.div_ceil(s.stride).div_ceil(TILE_P));
         let [x, y, _] = grid_1d(s.n * s.h.div_ceil(s.stride) * q.groups as usize, TILE_WG);
-        let z = s.c_in.div_ceil(TILE_C) * s.stride * s.stride;
+        let z = s.c_in.div_ceil(tile_c) * s.stride * s.stride;
         assert!(z <= 65535, "conv2d: too many channel blocks × stride² for {s:?}");
         let grid = [x, y, u(z)];
         p.kernel(
-            &shader!("conv2d"),
+            &tiled_shader(tile_c),
             "backward_input_strided",
             &q,
             &[(2, w), (5, dy), (6, dx)],
@@ -218,23 +410,54 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
     }
 }
 
-/// dw += ∂loss/∂w: per weight element a reduction over N·OH·OW, blocked 16 output × 4 input channels.
+/// dw += ∂loss/∂w with the variant [`Choice::for_adapter`] picks.
 pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
+    let v = Choice::for_adapter(&p.gpu, s).backward_weight;
+    backward_weight_with(p, v, s, x, dy, dw);
+}
+
+/// dw += ∂loss/∂w with variant `v`: per weight element a reduction over N·OH·OW, blocked
+/// `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices.
+pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
-    let q = params(s);
-    let groups = s.c_out.div_ceil(TILE_C) * s.k * s.k;
+    let (tile_c, splits) = match v {
+        Variant::Naive => return backward_weight_naive(p, s, x, dy, dw),
+        Variant::Tiled { tile_c } => (tile_c, 1),
+        Variant::Packed { .. } => panic!("conv2d: {v:?} is a forward/backward_input variant"),
+        Variant::Split { tile_c, splits } => (tile_c, splits),
+    };
     assert!(
-        groups <= 65535,
-        "conv2d: too many output channel blocks × taps for {s:?}"
+        (1..=s.n).contains(&splits),
+        "conv2d: {splits} batch slices for a batch of {}",
+        s.n
     );
-    let grid = [u(s.c_in.div_ceil(TILE_P).div_ceil(BW_WG as usize)), 1, u(groups)];
-    p.kernel(
-        &shader!("conv2d"),
-        "backward_weight",
-        &q,
-        &[(1, x), (5, dy), (7, dw)],
-        grid,
-    );
+    let mut q = params(s);
+    q.splits = u(splits);
+    let z = s.c_out.div_ceil(tile_c) * s.k * s.k;
+    assert!(z <= 65535, "conv2d: too many output channel blocks × taps for {s:?}");
+    let blocks = s.c_in.div_ceil(BW_CI);
+    let shader = tiled_shader(tile_c);
+    if splits == 1 {
+        let grid = [u(blocks.div_ceil(BW_WG as usize)), 1, u(z)];
+        p.kernel(&shader, "backward_weight", &q, &[(1, x), (5, dy), (7, dw)], grid);
+    } else {
+        let part = p.gpu.zeros(&[splits, dw.len()]);
+        let grid = [u((blocks * splits).div_ceil(BW_WG as usize)), 1, u(z)];
+        p.kernel(
+            &shader,
+            "backward_weight_split",
+            &q,
+            &[(1, x), (5, dy), (9, &part)],
+            grid,
+        );
+        p.kernel(
+            &shader,
+            "backward_weight_reduce",
+            &q,
+            &[(7, dw), (9, &part)],
+            grid_1d(dw.len(), WG),
+        );
+    }
 }
 
 /// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]. One invocation per output channel.
