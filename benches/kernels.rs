@@ -15,10 +15,11 @@
 //! GB/s of algorithmic traffic for everything else (every tensor read or written once; % of the
 //! copy probe at the nearest power-of-two size between 1 and 64 MiB), and the naive or alternative
 //! variant's time and the speed-up where one exists (conv2d `*_naive`, matmul `Variant::Naive`,
-//! group norm `Mapping::Workgroup` against the default `Serial` mapping on CPU adapters).
+//! group norm `Mapping::Workgroup` against the default `Serial` mapping on CPU adapters, the
+//! `elementwise::fill` kernel against `Plan::clear`, the buffer clear that zeroes gradients).
 //! Traffic counted (bytes per element): group norm (plain or fused with SiLU) fwd 8, bwd 16 (x,
 //! dy, dx read, dx written); silu fwd 8, bwd 16; add 12; axpy 12; add_channel_bias 8, its
-//! backward 4; conv bias grad 4; fill 4; dropout fwd 8, bwd 12; concat fwd 8, bwd 12 per output
+//! backward 4; conv bias grad 4; clear 4; dropout fwd 8, bwd 12; concat fwd 8, bwd 12 per output
 //! element; upsample fwd 20, bwd 24 per input element; q_sample 12; mse 12; sum_squares 4; adam
 //! 28; ema 12; p_sample/ddim 16.
 //!
@@ -836,23 +837,23 @@ impl Bench {
             Op::Fill(a) => {
                 let y = zeros(&a.shape());
                 self.row(
-                    "fill (zero grads)",
+                    "clear (zero grads)",
                     &a.to_string(),
                     count,
                     Work::Bytes(4.0 * a.len() as f64),
-                    &|p| elementwise::fill(p, &y, 0.0),
-                    None,
+                    &|p| p.clear(&y),
+                    Some(&|p| elementwise::fill(p, &y, 0.0)),
                 );
             }
             Op::GradFill(n) => {
                 let y = zeros(&[n]);
                 self.row(
-                    "fill (zero grads)",
+                    "clear (zero grads)",
                     &format!("[{n}] (parameter grads)"),
                     count,
                     Work::Bytes(4.0 * n as f64),
-                    &|p| elementwise::fill(p, &y, 0.0),
-                    None,
+                    &|p| p.clear(&y),
+                    Some(&|p| elementwise::fill(p, &y, 0.0)),
                 );
             }
             Op::Dropout(a) => {
@@ -1166,8 +1167,8 @@ const HEADER: &str =
 
 /// Check the walk against the real network (built at batch 1 with gradients): the forward FLOPs
 /// and the number of dispatches of the kernels that map one-to-one to launch sites. Returns the
-/// number of dispatches of the network's forward + zero_grads + backward.
-fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usize) -> usize {
+/// numbers of dispatches and of buffer clears of the network's forward + zero_grads + backward.
+fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usize) -> (usize, usize) {
     let (params, grads) = (gpu.zeros(&[table.total]), gpu.zeros(&[table.total]));
     let net = UNet::new(gpu, cfg, table, &params, Some(&grads), 1).expect("U-Net at batch 1");
     let rel = (st.forward_flops / n as f64 - net.forward_flops).abs() / net.forward_flops;
@@ -1183,7 +1184,7 @@ fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usi
     net.backward(&mut p);
     let real = |label: &str| p.kernels().iter().filter(|k| k.label.starts_with(label)).count();
     let walk = |pick: &dyn Fn(&Op) -> bool| -> usize { st.ops.iter().filter(|(o, _)| pick(o)).map(|(_, c)| c).sum() };
-    let checks: [(&str, usize); 8] = [
+    let checks: [(&str, usize); 7] = [
         ("conv2d::backward_bias", walk(&|o| matches!(o, Op::Conv { .. }))),
         ("group_norm::forward", walk(&|o| matches!(o, Op::Norm { .. }))),
         ("silu::forward", walk(&|o| matches!(o, Op::Silu(_)))),
@@ -1194,7 +1195,6 @@ fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usi
         ("elementwise::axpy", walk(&|o| matches!(o, Op::Axpy(_)))),
         ("concat::forward", walk(&|o| matches!(o, Op::Concat { .. }))),
         ("dropout::forward", walk(&|o| matches!(o, Op::Dropout(_)))),
-        ("elementwise::fill", walk(&|o| matches!(o, Op::Fill(_)))),
     ];
     for (label, want) in checks {
         assert_eq!(
@@ -1204,7 +1204,15 @@ fn check_walk(gpu: &Gpu, cfg: &UNetConfig, table: &ParamTable, st: &Step, n: usi
             real(label)
         );
     }
-    p.len()
+    // Every gradient fill, and the score-gradient scratch inside each attention backward.
+    let clears = walk(&|o| matches!(o, Op::Fill(_))) + walk(&|o| matches!(o, Op::Attention { .. }));
+    assert_eq!(
+        p.clear_count(),
+        clears,
+        "the real network clears {} gradients, the walk {clears}",
+        p.clear_count()
+    );
+    (p.kernels().len(), clears)
 }
 
 /// Bench every launch site of one preset's training step at batch `n`, then print the estimated
@@ -1215,10 +1223,10 @@ fn setting(b: &mut Bench, preset: &str, n: usize) {
     let table = ParamTable::new(&cfg);
     let max_floats = gpu.limits.max_storage_buffer_binding_size as usize / 4;
     let st = training_step(&cfg, n, table.total, max_floats);
-    let dispatches = check_walk(&gpu, &cfg, &table, &st, n);
+    let (dispatches, clears) = check_walk(&gpu, &cfg, &table, &st, n);
     println!(
         "\n## `{preset}` at batch {n}: {} parameters, {:.3} GFLOP forward per image, {} launch sites \
-         ({dispatches} dispatches in the U-Net's forward + zero_grads + backward)\n",
+         ({dispatches} dispatches and {clears} buffer clears in the U-Net's forward + zero_grads + backward)\n",
         table.count(),
         st.forward_flops / n as f64 / 1e9,
         st.ops.len()

@@ -24,7 +24,6 @@
 //   one does). They need every offset, stride and row stride of A, B and C to be a multiple
 //   of 4 (checked on the Rust side). A k-tail (K mod 4 ≠ 0) is read as one more tile whose
 //   entries beyond K are zeroed with `select`.
-// - `fill`: c[offset_c + i] = alpha for i < n (zeroing scratch buffers). grid_1d, workgroup 256.
 // Rows and columns past m and n are never stored; `naive`/`blocked` clamp their loads into the
 // matrix, `tile_*` read the rest of the last 4-wide tile (inside the row stride, or made safe by
 // WebGPU's robust buffer access) — a row of C depends only on the same row of op(A), a column
@@ -66,7 +65,6 @@ const NAIVE_X: u32 = 16u;
 const NAIVE_Y: u32 = 4u;
 const TILE_X: u32 = 8u;   // invocations per workgroup along j (each 4 columns)
 const TILE_Y: u32 = 8u;   // invocations per workgroup along i (each 4 rows)
-const FILL_WG: u32 = 256u;
 
 // Batch items summed by one invocation, and the first one.
 fn batch_count() -> u32 {
@@ -281,12 +279,4 @@ fn tile_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(TILE_X, TILE_Y)
 fn tile_tt(@builtin(global_invocation_id) gid: vec3<u32>) {
     tile(gid, true, true);
-}
-
-@compute @workgroup_size(FILL_WG)
-fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * FILL_WG;
-    if (i < params.n) {
-        c[params.offset_c + i] = params.alpha;
-    }
 }

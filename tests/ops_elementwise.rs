@@ -17,6 +17,35 @@ fn plus(prefill: &[f32], v: &[f64]) -> Vec<f64> {
     prefill.iter().zip(v).map(|(&a, b)| a as f64 + b).collect()
 }
 
+/// `Plan::clear` zeroes exactly its view, in order with the kernels around it: a copy before
+/// the clear is wiped, an axpy after it accumulates onto zero, a clear between two compute
+/// passes splits the pass without losing a kernel.
+#[test]
+fn plan_clear_zeroes_its_view_in_order() {
+    let gpu = gpu();
+    let n = 300;
+    let (a, c) = (random(n, 7), random(n, 8));
+    let ta = gpu.tensor(&[n], &a);
+    let t = gpu.tensor(&[n], &c);
+    let (lo, len) = (64, 129); // a 256-byte aligned view with an odd length
+    let view = t.view(lo, &[len]);
+    let mut p = Plan::new(&gpu);
+    ops::elementwise::copy(&mut p, &ta.view(lo, &[len]), &view);
+    p.clear(&view);
+    ops::elementwise::axpy(&mut p, 2.0, &ta.view(lo, &[len]), &view);
+    p.clear(&view.view(0, &[1]));
+    p.clear(&view.view(0, &[0])); // an empty clear is skipped
+    p.run();
+    let want: Vec<f64> = (0..n)
+        .map(|i| match i {
+            i if i == lo => 0.0,
+            i if (lo..lo + len).contains(&i) => 2.0 * a[i] as f64,
+            i => c[i] as f64,
+        })
+        .collect();
+    assert_close("clear", &gpu.read(&t), &want, TOL);
+}
+
 #[test]
 fn fill_copy_add_scale_axpy_match_reference() {
     let gpu = gpu();

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::matmul::{fill, matmul, matmul_ext, vec4_ok, Extra, Matmul, Variant};
+use ddpm_gpu::ops::matmul::{matmul, matmul_ext, vec4_ok, Extra, Matmul, Variant};
 use ddpm_gpu::{ops, reference};
 
 /// f32 products of length ≤ 130 against the f64 reference.
@@ -180,20 +180,6 @@ fn default_kernel_choice_matches_reference() {
         reference::matmul::matmul(&s, &to_f64(&a), &to_f64(&b), &mut want);
         assert_close(&format!("matmul ({m}, {k}, {n})"), &gpu.read(&tc), &want, TOL);
     }
-}
-
-#[test]
-fn fill_writes_only_its_range() {
-    let gpu = gpu();
-    let t = gpu.tensor(&[300], &vec![1.0; 300]);
-    let mut p = Plan::new(&gpu);
-    fill(&mut p, &t, 5, 290, 0.0);
-    p.run();
-    let got = gpu.read(&t);
-    let want: Vec<f64> = (0..300)
-        .map(|i| if (5..295).contains(&i) { 0.0 } else { 1.0 })
-        .collect();
-    assert_close("fill", &got, &want, 0.0);
 }
 
 #[test]

@@ -309,7 +309,7 @@ impl Trainer {
 
         let mut plan = Plan::new(gpu);
         for &(o, len) in &chunk_list {
-            elementwise::fill(&mut plan, &grads.view(o, &[len]), 0.0);
+            plan.clear(&grads.view(o, &[len]));
         }
         let mut micro_batches = Vec::new();
         for c in 0..k {

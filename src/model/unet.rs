@@ -975,7 +975,7 @@ impl UNet {
         }
         all.extend([&self.a_out.g, &self.output.g]);
         for g in all {
-            elementwise::fill(p, g, 0.0);
+            p.clear(g);
         }
     }
 

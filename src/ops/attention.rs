@@ -18,7 +18,7 @@
 
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::ops::linear::bias_backward;
-use crate::ops::matmul::{fill, matmul, matmul_ext, Extra, Matmul};
+use crate::ops::matmul::{matmul, matmul_ext, Extra, Matmul};
 use crate::ops::softmax;
 
 #[derive(Clone, Copy, Debug)]
@@ -322,8 +322,7 @@ pub fn backward(
         };
         head_product(p, s, hp, &buf.probs, &buf.d_o, &buf.dv);
     }
-    let n_att = b * heads * t * t;
-    fill(p, &buf.d_scores, 0, n_att, 0.0);
+    p.clear(&buf.d_scores);
     softmax::backward(p, b * heads * t, t, s.scale(), &buf.probs, &buf.scores, &buf.d_scores);
     for h in 0..heads {
         // dq_h = dS_h·k_h

@@ -9,7 +9,7 @@
 //!
 //! [`matmul`] picks `Vec4` when the layout allows and `Blocked` otherwise.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{Plan, Tensor};
 use crate::shader;
 
 /// Shape and layout of a batched product C = alpha·op(A)·op(B), op(A) m×k, op(B) k×n, C m×n.
@@ -121,7 +121,6 @@ struct Params {
 /// Workgroup sizes of `shaders/matmul.wgsl`.
 const NAIVE: (usize, usize) = (16, 4);
 const TILE: usize = 8 * 4; // 8×8 invocations of 4×4 outputs
-const FILL_WG: u32 = 256;
 
 /// C = alpha·op(A)·op(B) (or `+=`), with the fastest kernel the layout allows.
 pub fn matmul(p: &mut Plan, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) {
@@ -247,24 +246,4 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
             p.kernel(&shader, entry, &params, &[(4, a), (5, b), (6, c), (7, bias)], wg);
         }
     }
-}
-
-/// t[offset..offset + n] = value (zeroing scratch buffers before accumulation).
-pub fn fill(p: &mut Plan, t: &Tensor, offset: usize, n: usize, value: f32) {
-    assert!(
-        offset + n <= t.len(),
-        "fill: [{offset}, {}) out of {}",
-        offset + n,
-        t.len()
-    );
-    if n == 0 {
-        return;
-    }
-    let params = Params {
-        n: n as u32,
-        offset_c: offset as u32,
-        alpha: value,
-        ..bytemuck::Zeroable::zeroed()
-    };
-    p.kernel(&shader!("matmul"), "fill", &params, &[(3, t)], grid_1d(n, FILL_WG));
 }
