@@ -16,7 +16,8 @@
 //! copy probe at the nearest power-of-two size between 1 and 64 MiB), and the naive or alternative
 //! variant's time and the speed-up where one exists (conv2d `*_naive`, matmul `Variant::Naive`,
 //! group norm `Mapping::Workgroup` against the default `Serial` mapping on CPU adapters, the
-//! `elementwise::fill` kernel against `Plan::clear`, the buffer clear that zeroes gradients).
+//! `elementwise::fill` kernel against `Plan::clear`, the buffer clear that zeroes gradients, the
+//! flat concat and channel-bias mappings against the run and plane mappings).
 //! Traffic counted (bytes per element): group norm (plain or fused with SiLU) fwd 8, bwd 16 (x,
 //! dy, dx read, dx written); silu fwd 8, bwd 16; add 12; axpy 12; add_channel_bias 8, its
 //! backward 4; conv bias grad 4; clear 4; dropout fwd 8, bwd 12; concat fwd 8, bwd 12 per output
@@ -799,7 +800,7 @@ impl Bench {
                     count,
                     Work::Bytes(2.0 * bytes),
                     &|p| elementwise::add_channel_bias(p, a.n, a.c, a.hw(), &x, &v, &y),
-                    None,
+                    Some(&|p| elementwise::add_channel_bias_flat(p, a.n, a.c, a.hw(), &x, &v, &y)),
                 );
                 self.row(
                     "add_channel_bias backward",
@@ -898,7 +899,7 @@ impl Bench {
                     count,
                     Work::Bytes(2.0 * bytes),
                     &|p| concat::forward(p, n, c1, c2, hw, &x1, &x2, &y),
-                    None,
+                    Some(&|p| concat::forward_flat(p, n, c1, c2, hw, &x1, &x2, &y)),
                 );
                 self.row(
                     "concat backward",
@@ -906,7 +907,7 @@ impl Bench {
                     count,
                     Work::Bytes(3.0 * bytes),
                     &|p| concat::backward(p, n, c1, c2, hw, &y, &d1, &d2),
-                    None,
+                    Some(&|p| concat::backward_flat(p, n, c1, c2, hw, &y, &d1, &d2)),
                 );
             }
             Op::Upsample(a) => {

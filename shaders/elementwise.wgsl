@@ -12,7 +12,13 @@
 // (N, C), so the bias of element j is b[j / hw].
 // Mapping: one invocation per output element, workgroups of WG over x and y of the dispatch grid
 // (linear index = gid.x + gid.y · num_workgroups.x · WG); add_channel_bias_backward: one invocation
-// per (n, c) summing its hw values serially.
+// per (n, c) summing its hw values serially. The channel bias has two mappings:
+// - add_channel_bias_flat: one invocation per element like the others, bias index j / hw;
+// - add_channel_bias: workgroups of PLANE_WG, y and z pick the (n, c) plane (plane = y + z ·
+//   num_workgroups.y), x a block of PLANE_RUN·PLANE_WG pixels of it; an invocation adds PLANE_RUN
+//   pixels PLANE_WG apart. No division, and the bias is loaded once per workgroup: about 2× faster
+//   on lavapipe for planes of 196 pixels or more, slower for small planes (7×7: a workgroup per
+//   49 pixels), where src/ops/elementwise.rs runs the flat mapping.
 
 struct Params {
     n: u32,      // output elements (N·C for add_channel_bias_backward)
@@ -26,6 +32,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // (n), or (N, C) for the bias backward
 
 const WG: u32 = 256u;
+const PLANE_WG: u32 = 64u;
+const PLANE_RUN: u32 = 4u;
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -80,10 +88,30 @@ fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 @compute @workgroup_size(WG)
-fn add_channel_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn add_channel_bias_flat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i < params.n) {
         y[i] = a[i] + b[i / params.hw];
+    }
+}
+
+@compute @workgroup_size(PLANE_WG)
+fn add_channel_bias(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let plane = wg.y + wg.z * nwg.y;  // (n, c)
+    if (plane * params.hw >= params.n) {
+        return;
+    }
+    let v = b[plane];  // the same for the whole workgroup: one load, not one per SIMD lane
+    let first = wg.x * PLANE_RUN * PLANE_WG + lid.x;
+    for (var j = 0u; j < PLANE_RUN; j++) {
+        let i = first + j * PLANE_WG;
+        if (i < params.hw) {
+            y[plane * params.hw + i] = a[plane * params.hw + i] + v;
+        }
     }
 }
 

@@ -96,11 +96,16 @@ fn fill_copy_add_scale_axpy_match_reference() {
 #[test]
 fn add_channel_bias_forward_and_backward_match_reference() {
     let gpu = gpu();
-    for (n, c, hw, seed) in [
-        (1usize, 6usize, 35usize, 1u64),
-        (3, 7, 1, 2),
-        (3, 64, 5 * 7, 3),
-        (2, 3, 300, 4),
+    // Both mappings: `add_channel_bias` runs the plane mapping from 128 pixels per plane.
+    for (flat, n, c, hw, seed) in [
+        (false, 1usize, 6usize, 35usize, 1u64),
+        (false, 3, 7, 1, 2),
+        (false, 3, 64, 5 * 7, 3),
+        (false, 2, 3, 300, 4),
+        (false, 1, 2, 520, 5),      // three pixel blocks per plane
+        (false, 1, 65_600, 128, 6), // more planes than one grid dimension holds
+        (true, 1, 6, 35, 7),
+        (true, 2, 3, 300, 8),
     ] {
         let (x, v) = (random(n * c * hw, seed), random(n * c, seed + 1));
         let (dy, dv0) = (random(n * c * hw, seed + 2), random(n * c, seed + 3));
@@ -111,7 +116,11 @@ fn add_channel_bias_forward_and_backward_match_reference() {
         );
         let (tdy, tdv) = (gpu.tensor(&[n, c, hw], &dy), gpu.tensor(&[n, c], &dv0));
         let mut p = Plan::new(&gpu);
-        ops::elementwise::add_channel_bias(&mut p, n, c, hw, &tx, &tv, &ty);
+        if flat {
+            ops::elementwise::add_channel_bias_flat(&mut p, n, c, hw, &tx, &tv, &ty);
+        } else {
+            ops::elementwise::add_channel_bias(&mut p, n, c, hw, &tx, &tv, &ty);
+        }
         ops::elementwise::add_channel_bias_backward(&mut p, n, c, hw, &tdy, &tdv);
         p.run();
         let want_y = reference::elementwise::add_channel_bias(n, c, hw, &to_f64(&x), &to_f64(&v));
@@ -120,7 +129,7 @@ fn add_channel_bias_forward_and_backward_match_reference() {
             &reference::elementwise::add_channel_bias_backward(n, c, hw, &to_f64(&dy)),
         );
         assert_close(
-            &format!("add_channel_bias ({n},{c},{hw})"),
+            &format!("add_channel_bias{} ({n},{c},{hw})", if flat { " flat" } else { "" }),
             &gpu.read(&ty),
             &want_y,
             TOL,
@@ -159,14 +168,20 @@ fn upsample_forward_and_backward_match_reference() {
     }
 }
 
+/// Both mappings (runs and flat); shapes whose runs span several blocks of 256 elements, runs
+/// of different lengths, batch 1, single channels and single pixels.
 #[test]
 fn concat_forward_and_backward_match_reference() {
     let gpu = gpu();
-    for (n, c1, c2, hw, seed) in [
-        (1usize, 1usize, 1usize, 1usize, 1u64),
-        (3, 6, 5, 35, 2),
-        (2, 64, 3, 5, 3),
-        (3, 2, 7, 1, 4),
+    for (flat, n, c1, c2, hw, seed) in [
+        (false, 1usize, 1usize, 1usize, 1usize, 1u64),
+        (false, 3, 6, 5, 35, 2),
+        (false, 2, 64, 3, 5, 3),
+        (false, 3, 2, 7, 1, 4),
+        (false, 2, 3, 40, 29, 5),
+        (true, 1, 1, 1, 1, 6),
+        (true, 3, 6, 5, 35, 7),
+        (true, 2, 3, 40, 29, 8),
     ] {
         let (a, b) = (random(n * c1 * hw, seed), random(n * c2 * hw, seed + 1));
         let dy = random(n * (c1 + c2) * hw, seed + 2);
@@ -182,10 +197,15 @@ fn concat_forward_and_backward_match_reference() {
             gpu.tensor(&[n, c2, hw], &db0),
         );
         let mut p = Plan::new(&gpu);
-        ops::concat::forward(&mut p, n, c1, c2, hw, &ta, &tb, &ty);
-        ops::concat::backward(&mut p, n, c1, c2, hw, &tdy, &tda, &tdb);
+        if flat {
+            ops::concat::forward_flat(&mut p, n, c1, c2, hw, &ta, &tb, &ty);
+            ops::concat::backward_flat(&mut p, n, c1, c2, hw, &tdy, &tda, &tdb);
+        } else {
+            ops::concat::forward(&mut p, n, c1, c2, hw, &ta, &tb, &ty);
+            ops::concat::backward(&mut p, n, c1, c2, hw, &tdy, &tda, &tdb);
+        }
         p.run();
-        let what = format!("concat ({n},{c1}+{c2},{hw})");
+        let what = format!("concat{} ({n},{c1}+{c2},{hw})", if flat { " flat" } else { "" });
         let want_y = reference::concat::forward(n, c1, c2, hw, &to_f64(&a), &to_f64(&b));
         assert_close(&format!("{what} forward"), &gpu.read(&ty), &want_y, 0.0);
         let (want_da, want_db) = reference::concat::backward(n, c1, c2, hw, &to_f64(&dy));

@@ -13,7 +13,9 @@ struct Params {
     hw: u32,
 }
 
-const WG: u32 = 256;
+/// Workgroup size and elements per invocation of `shaders/concat.wgsl`.
+const WG: u32 = 64;
+const RUN: usize = 4;
 
 #[allow(clippy::too_many_arguments)]
 fn check(n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) -> Params {
@@ -44,26 +46,58 @@ fn check(n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &
     }
 }
 
+/// The grid of the run mapping: blocks of RUN·WG elements of the longer run, samples, 2 parts.
+fn run_grid(n: usize, c1: usize, c2: usize, hw: usize) -> [u32; 3] {
+    assert!(n <= 65535, "concat: batch {n} exceeds 65535 workgroups");
+    [
+        ((c1.max(c2) * hw).div_ceil(RUN * WG as usize)).max(1) as u32,
+        n as u32,
+        2,
+    ]
+}
+
 /// y (n, c1+c2, hw) = [a (n, c1, hw), b (n, c2, hw)] along channels.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
     let params = check(n, c1, c2, hw, a, b, y);
-    p.kernel(
-        &shader!("concat"),
-        "forward",
-        &params,
-        &[(1, a), (2, b), (3, y)],
-        grid_1d(y.len(), WG),
-    );
+    let grid = run_grid(n, c1, c2, hw);
+    p.kernel(&shader!("concat"), "forward", &params, &[(1, a), (2, b), (3, y)], grid);
 }
 
 /// da += dy[:, ..c1], db += dy[:, c1..].
 #[allow(clippy::too_many_arguments)]
 pub fn backward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
     let params = check(n, c1, c2, hw, da, db, dy);
+    let grid = run_grid(n, c1, c2, hw);
     p.kernel(
         &shader!("concat"),
         "backward",
+        &params,
+        &[(4, dy), (5, da), (6, db)],
+        grid,
+    );
+}
+
+/// [`forward`] with one invocation per element (the readable mapping).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_flat(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
+    let params = check(n, c1, c2, hw, a, b, y);
+    p.kernel(
+        &shader!("concat"),
+        "forward_flat",
+        &params,
+        &[(1, a), (2, b), (3, y)],
+        grid_1d(y.len(), WG),
+    );
+}
+
+/// [`backward`] with one invocation per element (the readable mapping).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_flat(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
+    let params = check(n, c1, c2, hw, da, db, dy);
+    p.kernel(
+        &shader!("concat"),
+        "backward_flat",
         &params,
         &[(4, dy), (5, da), (6, db)],
         grid_1d(dy.len(), WG),

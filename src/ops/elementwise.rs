@@ -71,8 +71,7 @@ pub fn axpy(p: &mut Plan, alpha: f32, x: &Tensor, y: &Tensor) {
     launch(p, "axpy", y.len(), 1, alpha, &[(1, x), (3, y)]);
 }
 
-/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c).
-pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
+fn check_channel_bias(n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
     assert_eq!(
         x.len(),
         n * c * hw,
@@ -81,8 +80,48 @@ pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor,
     );
     assert_eq!(v.len(), n * c, "add_channel_bias: v is {:?}, not ({n}, {c})", v.shape());
     same_len("add_channel_bias", x, y);
-    launch(p, "add_channel_bias", n * c * hw, hw, 0.0, &[(1, x), (2, v), (3, y)]);
 }
+
+/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c). Runs the plane mapping, or the
+/// flat one for planes of fewer than `PLANE_MIN` pixels.
+pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
+    if hw < PLANE_MIN {
+        return add_channel_bias_flat(p, n, c, hw, x, v, y);
+    }
+    check_channel_bias(n, c, hw, x, v, y);
+    let params = Params {
+        n: (n * c * hw) as u32,
+        hw: hw as u32,
+        alpha: 0.0,
+    };
+    // Blocks of PLANE_RUN·PLANE_WG = 4·64 pixels on x; the (n, c) planes on y and z.
+    let planes = (n * c).max(1);
+    let (y_groups, z_groups) = (planes.min(65535), planes.div_ceil(65535));
+    let grid = [hw.div_ceil(4 * 64).max(1) as u32, y_groups as u32, z_groups as u32];
+    p.kernel(
+        &shader!("elementwise"),
+        "add_channel_bias",
+        &params,
+        &[(1, x), (2, v), (3, y)],
+        grid,
+    );
+}
+
+/// [`add_channel_bias`] with one invocation per element (the readable mapping).
+pub fn add_channel_bias_flat(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
+    check_channel_bias(n, c, hw, x, v, y);
+    launch(
+        p,
+        "add_channel_bias_flat",
+        n * c * hw,
+        hw,
+        0.0,
+        &[(1, x), (2, v), (3, y)],
+    );
+}
+
+/// Planes smaller than this take the flat mapping of `add_channel_bias` (see the shader header).
+const PLANE_MIN: usize = 128;
 
 /// dv[n,c] += Σ_hw dy[n,c,hw].
 pub fn add_channel_bias_backward(p: &mut Plan, n: usize, c: usize, hw: usize, dy: &Tensor, dv: &Tensor) {

@@ -44,7 +44,7 @@ pub fn forward(p: &mut Plan, n: usize, c: usize, h: usize, w: usize, x: &Tensor,
         "forward",
         &params,
         &[(1, x), (2, y)],
-        grid_1d(y.len(), WG),
+        grid_1d(x.len(), WG),
     );
 }
 
