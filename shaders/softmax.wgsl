@@ -5,7 +5,9 @@
 //   backward: dx[r, j] += s · y[r, j] · (dy[r, j] − Σ_j' dy[r, j'] · y[r, j'])
 //             (the softmax Jacobian diag(y) − y yᵀ, times the scale s)
 //
-// Layout: x, y, dy, dx are (rows, cols) row-major.
+// Layout: x, y, dy, dx are (rows, cols) row-major with a row stride `ld` ≥ cols (attention pads its
+// score rows to a multiple of 4 so that the products around the softmax can read them as vec4);
+// the ld − cols padding elements of a row are neither read nor written.
 // Mapping: one invocation per row (three passes over it: max, sum, write); workgroups of 64 over
 // x and y of the dispatch grid (grid_1d), row = gid.x + gid.y · (num_workgroups.x · 64).
 
@@ -13,14 +15,15 @@ struct Params {
     rows: u32,
     cols: u32,
     scale: f32,
+    ld: u32,     // row stride
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;         // (rows, cols)
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;   // (rows, cols)  forward output
-@group(0) @binding(3) var<storage, read> dy: array<f32>;        // (rows, cols)
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;  // (rows, cols)  accumulated
-@group(0) @binding(5) var<storage, read> y_saved: array<f32>;   // (rows, cols)  forward output
+@group(0) @binding(1) var<storage, read> x: array<f32>;         // (rows, ld)
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;   // (rows, ld)  forward output
+@group(0) @binding(3) var<storage, read> dy: array<f32>;        // (rows, ld)
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;  // (rows, ld)  accumulated
+@group(0) @binding(5) var<storage, read> y_saved: array<f32>;   // (rows, ld)  forward output
 
 const WG: u32 = 64u;
 
@@ -30,7 +33,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (r >= params.rows) {
         return;
     }
-    let base = r * params.cols;
+    let base = r * params.ld;
     let s = params.scale;
     var m = s * x[base];
     for (var j = 1u; j < params.cols; j++) {
@@ -53,7 +56,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (r >= params.rows) {
         return;
     }
-    let base = r * params.cols;
+    let base = r * params.ld;
     var dot = 0.0;
     for (var j = 0u; j < params.cols; j++) {
         dot = fma(dy[base + j], y_saved[base + j], dot);

@@ -231,24 +231,38 @@ fn linear_reference_backward_matches_finite_differences() {
     check_grad("linear db", &|v| loss(&x, &w, v), &b, &gb, 100, FD_TOL);
 }
 
+/// Rows `ld` ≥ cols apart (attention pads its score rows): the padding holds huge values the
+/// softmax must not read, and sentinels in y and dx it must not write.
 #[test]
 fn softmax_forward_and_backward_match_reference() {
     let gpu = gpu();
     // Large magnitudes: exp(±1000·…) overflows unless the row maximum is subtracted.
-    for (rows, cols, scale, mag, seed) in [
-        (7usize, 13usize, 0.125f32, 1.0f32, 1u64),
-        (1, 1, 1.0, 1.0, 2),
-        (70, 5, 1.0, 1000.0, 3),
-        (3, 200, 0.5, 300.0, 4),
+    for (rows, cols, ld, scale, mag, seed) in [
+        (7usize, 13usize, 13usize, 0.125f32, 1.0f32, 1u64),
+        (1, 1, 1, 1.0, 1.0, 2),
+        (70, 5, 5, 1.0, 1000.0, 3),
+        (3, 200, 200, 0.5, 300.0, 4),
+        (7, 13, 16, 0.125, 1.0, 5),
+        (5, 49, 52, 0.3, 10.0, 6),
     ] {
+        let pad = |v: Vec<f32>, fill: f32| -> Vec<f32> {
+            (0..rows * ld)
+                .map(|i| if i % ld < cols { v[i / ld * cols + i % ld] } else { fill })
+                .collect()
+        };
         let x: Vec<f32> = random(rows * cols, seed).iter().map(|v| v * mag).collect();
         let dy = random(rows * cols, seed + 1);
         let dx0 = random(rows * cols, seed + 2);
-        let t = |v: &[f32]| gpu.tensor(&[v.len()], v);
-        let (tx, tdy, tdx, ty) = (t(&x), t(&dy), t(&dx0), gpu.zeros(&[rows * cols]));
+        const SENTINEL: f32 = 7.0;
+        let t = |v: Vec<f32>, fill: f32| {
+            let v = pad(v, fill);
+            gpu.tensor(&[v.len()], &v)
+        };
+        let (tx, tdy) = (t(x.clone(), 1e30), t(dy.clone(), 1e30));
+        let (tdx, ty) = (t(dx0.clone(), SENTINEL), t(vec![0.0; rows * cols], SENTINEL));
         let mut p = Plan::new(&gpu);
-        ops::softmax::forward(&mut p, rows, cols, scale, &tx, &ty);
-        ops::softmax::backward(&mut p, rows, cols, scale, &ty, &tdy, &tdx);
+        ops::softmax::forward(&mut p, rows, cols, ld, scale, &tx, &ty);
+        ops::softmax::backward(&mut p, rows, cols, ld, scale, &ty, &tdy, &tdx);
         p.run();
         let want_y = reference::softmax::forward(rows, cols, scale, &to_f64(&x));
         let want_dx: Vec<f64> = reference::softmax::backward(rows, cols, scale, &want_y, &to_f64(&dy))
@@ -256,9 +270,30 @@ fn softmax_forward_and_backward_match_reference() {
             .zip(&dx0)
             .map(|(g, &a)| g + a as f64)
             .collect();
-        let shape = format!("rows={rows} cols={cols} scale={scale} |x|≤{mag}");
-        assert_close(&format!("softmax forward {shape}"), &gpu.read(&ty), &want_y, TOL);
-        assert_close(&format!("softmax backward {shape}"), &gpu.read(&tdx), &want_dx, TOL);
+        let padded = |v: &[f64]| -> Vec<f64> {
+            (0..rows * ld)
+                .map(|i| {
+                    if i % ld < cols {
+                        v[i / ld * cols + i % ld]
+                    } else {
+                        SENTINEL as f64
+                    }
+                })
+                .collect()
+        };
+        let shape = format!("rows={rows} cols={cols} ld={ld} scale={scale} |x|≤{mag}");
+        assert_close(
+            &format!("softmax forward {shape}"),
+            &gpu.read(&ty),
+            &padded(&want_y),
+            TOL,
+        );
+        assert_close(
+            &format!("softmax backward {shape}"),
+            &gpu.read(&tdx),
+            &padded(&want_dx),
+            TOL,
+        );
     }
 }
 

@@ -41,6 +41,13 @@ impl Attention {
         self.channels / self.heads
     }
 
+    /// Row stride of the (B, heads, T, T) score tensors: T rounded up to a multiple of 4, so that
+    /// the head products can read and write them as vec4 (`matmul::vec4_ok`); the padding
+    /// columns are never written and stay zero.
+    pub fn score_ld(&self) -> usize {
+        self.tokens.next_multiple_of(4)
+    }
+
     /// The softmax scale 1/√d.
     pub fn scale(&self) -> f32 {
         1.0 / (self.head_dim() as f32).sqrt()
@@ -71,13 +78,13 @@ pub struct AttentionBuffers {
     pub q: Tensor,
     pub k: Tensor,
     pub v: Tensor,
-    /// Softmax output P (B, heads, T, T).
+    /// Softmax output P (B, heads, T, T), rows [`Attention::score_ld`] apart.
     pub probs: Tensor,
     /// P·v (B, T, C).
     pub o: Tensor,
-    /// (B, heads, T, T): scores S in the forward, dP in the backward.
+    /// (B, heads, T, T) with padded rows: scores S in the forward, dP in the backward.
     scores: Tensor,
-    /// (B, heads, T, T): dS.
+    /// (B, heads, T, T) with padded rows: dS.
     d_scores: Tensor,
     /// (B, T, C) each.
     dq: Tensor,
@@ -90,7 +97,7 @@ impl AttentionBuffers {
     pub fn new(gpu: &Gpu, s: &Attention) -> AttentionBuffers {
         s.head_dim();
         let tok = [s.batch, s.tokens, s.channels];
-        let att = [s.batch, s.heads, s.tokens, s.tokens];
+        let att = [s.batch, s.heads, s.tokens, s.score_ld()];
         AttentionBuffers {
             q: gpu.zeros(&tok),
             k: gpu.zeros(&tok),
@@ -149,7 +156,7 @@ fn project_spec(s: &Attention) -> Matmul {
 }
 
 /// One head's product between token-layout (B, T, C) and attention-layout (B, heads, T, T)
-/// tensors: a per-batch (T×·) product with row strides C (token layout) or T (attention).
+/// tensors: a per-batch (T×·) product with row strides C (token layout) or `score_ld` (attention).
 #[derive(Clone, Copy)]
 struct HeadProduct {
     m: usize,
@@ -196,7 +203,8 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
     assert_eq!(y.len(), x.len(), "attention forward: y and x differ in size");
     let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
     let tok = (c, t * c); // row stride and batch stride of (B, T, C)
-    let att = (t, heads * t * t); // of (B, heads, T, T)
+    let ld = s.score_ld();
+    let att = (ld, heads * t * ld); // of (B, heads, T, T), padded rows
     let proj = project_spec(s);
     for (wt, bias, out) in [(w.wq, w.bq, &buf.q), (w.wk, w.bk, &buf.k), (w.wv, w.bv, &buf.v)] {
         let e = Extra {
@@ -215,12 +223,12 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
             trans_b: true,
             a: (tok.0, tok.1, h * d),
             b: (tok.0, tok.1, h * d),
-            c: (att.0, att.1, h * t * t),
+            c: (att.0, att.1, h * t * ld),
             alpha: 1.0,
         };
         head_product(p, s, hp, &buf.q, &buf.k, &buf.scores);
     }
-    softmax::forward(p, b * heads * t, t, s.scale(), &buf.scores, &buf.probs);
+    softmax::forward(p, b * heads * t, t, ld, s.scale(), &buf.scores, &buf.probs);
     for h in 0..heads {
         // o_h = P_h·v_h
         let hp = HeadProduct {
@@ -229,7 +237,7 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
             n: d,
             trans_a: false,
             trans_b: false,
-            a: (att.0, att.1, h * t * t),
+            a: (att.0, att.1, h * t * ld),
             b: (tok.0, tok.1, h * d),
             c: (tok.0, tok.1, h * d),
             alpha: 1.0,
@@ -274,7 +282,8 @@ pub fn backward(
     );
     let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
     let tok = (c, t * c);
-    let att = (t, heads * t * t);
+    let ld = s.score_ld();
+    let att = (ld, heads * t * ld);
     let sum_batch = Extra {
         sum_batch: true,
         ..Extra::default()
@@ -304,7 +313,7 @@ pub fn backward(
             trans_b: true,
             a: (tok.0, tok.1, h * d),
             b: (tok.0, tok.1, h * d),
-            c: (att.0, att.1, h * t * t),
+            c: (att.0, att.1, h * t * ld),
             alpha: 1.0,
         };
         head_product(p, s, hp, &buf.d_o, &buf.v, &buf.scores);
@@ -315,7 +324,7 @@ pub fn backward(
             n: d,
             trans_a: true,
             trans_b: false,
-            a: (att.0, att.1, h * t * t),
+            a: (att.0, att.1, h * t * ld),
             b: (tok.0, tok.1, h * d),
             c: (tok.0, tok.1, h * d),
             alpha: 1.0,
@@ -323,7 +332,16 @@ pub fn backward(
         head_product(p, s, hp, &buf.probs, &buf.d_o, &buf.dv);
     }
     p.clear(&buf.d_scores);
-    softmax::backward(p, b * heads * t, t, s.scale(), &buf.probs, &buf.scores, &buf.d_scores);
+    softmax::backward(
+        p,
+        b * heads * t,
+        t,
+        ld,
+        s.scale(),
+        &buf.probs,
+        &buf.scores,
+        &buf.d_scores,
+    );
     for h in 0..heads {
         // dq_h = dS_h·k_h
         let hp = HeadProduct {
@@ -332,7 +350,7 @@ pub fn backward(
             n: d,
             trans_a: false,
             trans_b: false,
-            a: (att.0, att.1, h * t * t),
+            a: (att.0, att.1, h * t * ld),
             b: (tok.0, tok.1, h * d),
             c: (tok.0, tok.1, h * d),
             alpha: 1.0,

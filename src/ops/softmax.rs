@@ -9,29 +9,34 @@ struct Params {
     rows: u32,
     cols: u32,
     scale: f32,
+    ld: u32,
 }
 
 const WG: u32 = 64;
 
-fn check(rows: usize, cols: usize, ts: &[&Tensor]) {
+fn check(rows: usize, cols: usize, ld: usize, ts: &[&Tensor]) {
     assert!(cols > 0, "softmax: rows of zero columns");
+    assert!(ld >= cols, "softmax: row stride {ld} < {cols} columns");
     for t in ts {
         assert_eq!(
             t.len(),
-            rows * cols,
-            "softmax: tensor of {} values for ({rows}, {cols})",
+            rows * ld,
+            "softmax: tensor of {} values for ({rows}, {cols}) with row stride {ld}",
             t.len()
         );
     }
 }
 
 /// y = softmax(scale · x) along each of `rows` rows of `cols` values (row maximum subtracted).
-pub fn forward(p: &mut Plan, rows: usize, cols: usize, scale: f32, x: &Tensor, y: &Tensor) {
-    check(rows, cols, &[x, y]);
+/// Rows are `ld` ≥ `cols` elements apart; the padding is untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(p: &mut Plan, rows: usize, cols: usize, ld: usize, scale: f32, x: &Tensor, y: &Tensor) {
+    check(rows, cols, ld, &[x, y]);
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
         scale,
+        ld: ld as u32,
     };
     p.kernel(
         &shader!("softmax"),
@@ -42,13 +47,15 @@ pub fn forward(p: &mut Plan, rows: usize, cols: usize, scale: f32, x: &Tensor, y
     );
 }
 
-/// dx += scale · y ⊙ (dy − Σ_j dy·y), given the forward output y.
-pub fn backward(p: &mut Plan, rows: usize, cols: usize, scale: f32, y: &Tensor, dy: &Tensor, dx: &Tensor) {
-    check(rows, cols, &[y, dy, dx]);
+/// dx += scale · y ⊙ (dy − Σ_j dy·y), given the forward output y; rows `ld` apart as in [`forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward(p: &mut Plan, rows: usize, cols: usize, ld: usize, scale: f32, y: &Tensor, dy: &Tensor, dx: &Tensor) {
+    check(rows, cols, ld, &[y, dy, dx]);
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
         scale,
+        ld: ld as u32,
     };
     p.kernel(
         &shader!("softmax"),
