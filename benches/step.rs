@@ -8,8 +8,9 @@
 //!   peak-FMA probe of this run, and against 12 GFLOP/s, the simpler FMA probe the issue quotes.
 //!   `tiny` and `mnist` at batch 32, `mnist` at 64 (the issue's target batch); `ddpm-cifar10` at `DDPM_BENCH_CIFAR_BATCH` (default 4): its
 //!   batch 128 is only built (split into micro-batches), not run (minutes per step on lavapipe).
-//! - A sampling step (`Sampler`: U-Net forward at 16 images + p_sample + copy), timed over a
-//!   20-step reverse process of a shortened schedule (the work per step is the same for T = 1000).
+//! - A sampling step (`Sampler`: U-Net forward + p_sample + copy), timed over the reverse process
+//!   of a shortened schedule (the work per step is the same for T = 1000): `mnist` at 16 images
+//!   over 20 steps, `ddpm-cifar10` at 2 images over 3 steps (seconds per step on lavapipe).
 //!
 //! `DDPM_BENCH_QUICK=1`: `tiny` and `mnist` only, fewer steps.
 
@@ -25,8 +26,6 @@ use ddpm_gpu::ops::peak::peak_gflops;
 
 /// The FMA probe rate the issue quotes (10-13 GFLOP/s on this machine), for a second ratio.
 const ISSUE_PROBE_GFLOPS: f64 = 12.0;
-/// Reverse steps of the shortened schedule the sampling step is timed over.
-const SAMPLE_STEPS: usize = 20;
 
 fn synthetic(cfg: &UNetConfig, n: usize) -> Dataset {
     let (c, s) = (cfg.in_channels, cfg.sample_size());
@@ -93,13 +92,14 @@ fn train_step(gpu: &Gpu, peak: f64, preset: &str, batch: usize, steps: usize) ->
     Some(gflops)
 }
 
-fn sample_step(gpu: &Gpu, peak: f64, preset: &str, images: usize) {
+/// Time one reverse process of `steps` steps (after a warm-up one); prints the per-step figures.
+fn sample_step(gpu: &Gpu, peak: f64, preset: &str, images: usize, steps: usize) {
     let model = UNetConfig::preset(preset).expect("preset");
     let table = ParamTable::new(&model);
     let weights = gpu.tensor(&[table.total], &table.init(0));
     let mut sampler = Sampler::new(gpu, &model, &table, &weights, images).expect("sampler");
     let schedule = Schedule::new(&SchedulerConfig {
-        num_train_timesteps: SAMPLE_STEPS,
+        num_train_timesteps: steps,
         ..SchedulerConfig::paper()
     });
     let opts = SampleOptions {
@@ -111,7 +111,7 @@ fn sample_step(gpu: &Gpu, peak: f64, preset: &str, images: usize) {
     sampler.sample(&schedule, &opts, |_| {}); // warm-up
     let start = Instant::now();
     sampler.sample(&schedule, &opts, |_| {});
-    let secs = start.elapsed().as_secs_f64() / SAMPLE_STEPS as f64;
+    let secs = start.elapsed().as_secs_f64() / steps as f64;
     // Forward FLOPs per image, from a training-free U-Net at batch 1 (p_sample adds none to count).
     let net = ddpm_gpu::model::UNet::new(gpu, &model, &table, &weights, None, 1).expect("U-Net");
     let gflops = net.forward_flops * images as f64 / secs / 1e9;
@@ -172,5 +172,8 @@ fn main() {
         "| preset | images | s/step | images·steps/s | model GFLOP/s | % of FMA probe | vs issue's 12 GFLOP/s probe | 1000 steps |"
     );
     println!("|---|--:|--:|--:|--:|--:|--:|--:|");
-    sample_step(&gpu, peak, "mnist", 16);
+    sample_step(&gpu, peak, "mnist", 16, 20);
+    if !quick {
+        sample_step(&gpu, peak, "ddpm-cifar10", 2, 3);
+    }
 }
