@@ -11,7 +11,7 @@ forward FLOPs that `cargo bench --bench kernels` prints per image).
 Python is needed only for this comparison, never to build or test ddpm-gpu.
 
     pip install torch diffusers
-    python3 benches/pytorch_step.py --config runs/<run>/unet/config.json --batch 32 --steps 5
+    python3 benches/pytorch_step.py --config runs/<run>/unet/config.json --batch 32 --steps 5 --ours 1.1
 """
 import argparse
 import json
@@ -30,6 +30,9 @@ def main():
     ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--gflop-per-image", type=float, default=None,
                     help="forward+backward GFLOP per image (from `ddpm-gpu info --model`), to print GFLOP/s")
+    ap.add_argument("--ours", type=float, default=None,
+                    help="ddpm-gpu's seconds per step at the same config and batch (from `cargo bench --bench step`), "
+                         "to print our time divided by PyTorch's")
     args = ap.parse_args()
 
     torch.set_num_threads(os.cpu_count())
@@ -72,6 +75,8 @@ def main():
     print(f"batch {args.batch}: {secs:.3f} s/step (median of {args.steps}), {args.batch / secs:.1f} images/s")
     if args.gflop_per_image:
         print(f"model FLOPs: {args.gflop_per_image * args.batch / secs:.1f} GFLOP/s")
+    if args.ours:
+        print(f"ddpm-gpu {args.ours:.3f} s/step / PyTorch {secs:.3f} s/step = {args.ours / secs:.2f}")
 
 
 if __name__ == "__main__":
