@@ -18,7 +18,7 @@ fn bench(gpu: &Gpu, peak: f64, name: &str, s: &Matmul) {
     let (a, b, c) = (gpu.zeros(&[na]), gpu.zeros(&[nb]), gpu.zeros(&[nc]));
     let e = Extra::default();
     let mut line = format!("{name:<34}");
-    for v in [Variant::Naive, Variant::Blocked, Variant::Vec4] {
+    for v in [Variant::Naive, Variant::Blocked, Variant::Vec4, Variant::Wide] {
         if v == Variant::Vec4 && !vec4_ok(s, &e, &a, &b, &c) {
             line += "   vec4: (layout not aligned)";
             continue;

@@ -24,8 +24,13 @@
 //   one does). They need every offset, stride and row stride of A, B and C to be a multiple
 //   of 4 (checked on the Rust side). A k-tail (K mod 4 ≠ 0) is read as one more tile whose
 //   entries beyond K are zeroed with `select`.
-// Rows and columns past m and n are never stored; `naive`/`blocked` clamp their loads into the
-// matrix, `tile_*` read the rest of the last 4-wide tile (inside the row stride, or made safe by
+// - `wide`: one invocation per 16 rows × 8 columns of C (128 accumulators), workgroups of 64
+//   invocations along j, workgroup y = the 16-row block, so all 64 invocations load the same
+//   A values (uniform loads) and only op(B)'s 8 columns differ between them: per k, 8 scalar
+//   (or, with `wide_vec4` bit 0, 2 vec4) loads of B and 16 uniform loads of A (bit 1: 4 vec4)
+//   feed 128 FMAs, against 64 FMAs per 8 loads in the 4×4 tiles. No workgroup memory.
+// Rows and columns past m and n are never stored; `naive`/`blocked`/`wide` clamp their scalar
+// loads into the matrix, `tile_*` and `wide`'s vec4 loads read the rest of the last tile (inside the row stride, or made safe by
 // WebGPU's robust buffer access) — a row of C depends only on the same row of op(A), a column
 // only on the same column of op(B), so such values never reach a stored element.
 // The batch index z is the dispatch's z (≤ 65535), or 0 with the batch summed inside.
@@ -50,6 +55,7 @@ struct Params {
     alpha: f32,
     sum_batch: u32,
     bias_mode: u32,   // 0: none, 1: + bias[j], 2: + bias[i]
+    wide_vec4: u32,   // wide only: bit 0 reads op(B) rows as vec4, bit 1 op(A) columns
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -65,6 +71,8 @@ const NAIVE_X: u32 = 16u;
 const NAIVE_Y: u32 = 4u;
 const TILE_X: u32 = 8u;   // invocations per workgroup along j (each 4 columns)
 const TILE_Y: u32 = 8u;   // invocations per workgroup along i (each 4 rows)
+const WIDE_WG: u32 = 64u; // wide: invocations per workgroup, all along j (each 8 columns)
+const WIDE_M: u32 = 16u;  // wide: rows of C per invocation (and per workgroup)
 
 // Batch items summed by one invocation, and the first one.
 fn batch_count() -> u32 {
@@ -279,4 +287,77 @@ fn tile_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(TILE_X, TILE_Y)
 fn tile_tt(@builtin(global_invocation_id) gid: vec3<u32>) {
     tile(gid, true, true);
+}
+
+// ---- wide: 16 rows × 8 columns per invocation, A loads uniform across the workgroup ----------
+
+// Accumulators of `wide`: lo[r] = C[i0 + r, j0..j0+3], hi[r] = C[i0 + r, j0+4..j0+7] (named
+// arrays indexed by loop constants only, so a CPU driver keeps them in registers).
+struct Wide {
+    lo: array<vec4<f32>, WIDE_M>,
+    hi: array<vec4<f32>, WIDE_M>,
+}
+
+@compute @workgroup_size(WIDE_WG)
+fn wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i0 = wid.y * WIDE_M;  // the same for the whole workgroup: A's loads are uniform
+    let j0 = gid.x * 8u;
+    if (j0 >= params.n) {
+        return;
+    }
+    let z0 = batch_first(wid.z);
+    let last_i = params.m - 1u;
+    let last_j = params.n - 1u;
+    var acc: Wide;
+    for (var r = 0u; r < WIDE_M; r++) {
+        acc.lo[r] = vec4<f32>(0.0);
+        acc.hi[r] = vec4<f32>(0.0);
+    }
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        let ba = params.offset_a + (z0 + bi) * params.stride_a;
+        let bb = params.offset_b + (z0 + bi) * params.stride_b;
+        // Column j0 + q of op(B) (clamped into the matrix: columns past n are never stored).
+        var pb: array<u32, 8>;
+        for (var q = 0u; q < 8u; q++) {
+            pb[q] = bb + min(j0 + q, last_j) * params.b_sj;
+        }
+        for (var kk = 0u; kk < params.k; kk++) {
+            let ob = kk * params.b_sk;
+            var b_lo: vec4<f32>;
+            var b_hi: vec4<f32>;
+            if ((params.wide_vec4 & 1u) != 0u) {
+                // Rows of op(B) contiguous and 4-aligned: two vec4 loads instead of eight
+                // (columns past n read the rest of the row or 0, and are never stored).
+                let v = (bb + j0 + ob) / 4u;
+                b_lo = b4[v];
+                b_hi = b4[v + 1u];
+            } else {
+                b_lo = vec4<f32>(b[pb[0] + ob], b[pb[1] + ob], b[pb[2] + ob], b[pb[3] + ob]);
+                b_hi = vec4<f32>(b[pb[4] + ob], b[pb[5] + ob], b[pb[6] + ob], b[pb[7] + ob]);
+            }
+            let oa = ba + kk * params.a_sk;
+            if ((params.wide_vec4 & 2u) != 0u) {
+                // Columns of op(A) contiguous and 4-aligned: four vec4 loads for 16 rows.
+                for (var r4 = 0u; r4 < WIDE_M / 4u; r4++) {
+                    let av = a4[(oa + i0) / 4u + r4];
+                    for (var e = 0u; e < 4u; e++) {
+                        acc.lo[4u * r4 + e] = fma(vec4<f32>(av[e]), b_lo, acc.lo[4u * r4 + e]);
+                        acc.hi[4u * r4 + e] = fma(vec4<f32>(av[e]), b_hi, acc.hi[4u * r4 + e]);
+                    }
+                }
+            } else {
+                for (var r = 0u; r < WIDE_M; r++) {
+                    let av = vec4<f32>(a[oa + min(i0 + r, last_i) * params.a_si]);
+                    acc.lo[r] = fma(av, b_lo, acc.lo[r]);
+                    acc.hi[r] = fma(av, b_hi, acc.hi[r]);
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < WIDE_M; r++) {
+        for (var q = 0u; q < 4u; q++) {
+            store(z0, i0 + r, j0 + q, acc.lo[r][q]);
+            store(z0, i0 + r, j0 + 4u + q, acc.hi[r][q]);
+        }
+    }
 }

@@ -1,8 +1,8 @@
 // Roofline probes: the fastest arithmetic and the fastest memory traffic this adapter can do
 // from WGSL. Benchmarks report every kernel as a percentage of these, measured in the same run.
 //
-//   fma:  each invocation runs `iters` rounds of 16 independent fused multiply-adds on
-//         vec4<f32> (4 chains × vec4 → 16 lanes in flight), so FLOPs = n · iters · 16 · 4 · 2.
+//   fma:  each invocation runs `iters` rounds of 4 independent vec4<f32> fused multiply-adds
+//         (4 chains × vec4 = 16 scalar FMAs in flight), so FLOPs = n · iters · 16 · 2.
 //         The result is written so the compiler cannot remove the work.
 //   copy: dst[i] = src[i] on vec4<f32>; bytes moved = 2 · 16 · n4.
 //

@@ -120,8 +120,9 @@ const SHAPES: [(usize, usize, usize, usize); 7] = [
     (2, 40, 70, 100),
 ];
 
-fn all_layouts(variant: Variant) {
-    let vec4 = variant == Variant::Vec4;
+/// Every transpose combination on every shape of `SHAPES`, with row strides padded to multiples
+/// of 4 (`vec4`) or odd.
+fn all_layouts(variant: Variant, vec4: bool) {
     let mut worst = 0.0f64;
     let mut variety = 0;
     for (batch, m, k, n) in SHAPES {
@@ -131,27 +132,35 @@ fn all_layouts(variant: Variant) {
             variety += 1;
         }
     }
-    println!("{variant:?}: worst rel L2 error {worst:.3e} over {variety} products");
+    println!("{variant:?} (vec4 layouts: {vec4}): worst rel L2 error {worst:.3e} over {variety} products");
 }
 
 #[test]
 fn naive_matches_reference_for_all_layouts() {
-    all_layouts(Variant::Naive);
+    all_layouts(Variant::Naive, false);
 }
 
 #[test]
 fn blocked_matches_reference_for_all_layouts() {
-    all_layouts(Variant::Blocked);
+    all_layouts(Variant::Blocked, false);
 }
 
 #[test]
 fn vec4_matches_reference_for_all_layouts() {
-    all_layouts(Variant::Vec4);
+    all_layouts(Variant::Vec4, true);
+}
+
+/// Both the scalar loads (odd strides) and the vec4 loads of op(B) rows and op(A) columns
+/// (aligned strides) of the wide kernel; m = 33, 65 leave partial 16-row blocks.
+#[test]
+fn wide_matches_reference_for_all_layouts() {
+    all_layouts(Variant::Wide, false);
+    all_layouts(Variant::Wide, true);
 }
 
 #[test]
 fn sum_over_batch_matches_reference() {
-    for variant in [Variant::Naive, Variant::Blocked, Variant::Vec4] {
+    for variant in [Variant::Naive, Variant::Blocked, Variant::Vec4, Variant::Wide] {
         for (ta, tb) in [(false, false), (true, true), (true, false)] {
             let mut c = case((3, 9, 11, 6), ta, tb, true, 0);
             c.e.sum_batch = true;
