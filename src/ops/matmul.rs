@@ -12,9 +12,10 @@
 //!
 //! [`matmul`] picks by [`Variant::choose`]: on CPU adapters `Wide` (lavapipe runs every load
 //! that differs between invocations as a loop over the SIMD lanes, so loads per FMA decide the
-//! speed: `Wide` does 128 FMAs per 2–8 such loads, the 4×4 tiles 64 per 8; measured 1.3–1.6×
-//! faster than `Vec4` and 1.5–1.8× faster than `Blocked` on every shape of `cargo bench --bench
-//! matmul`); elsewhere `Vec4` when the layout allows and `Blocked` otherwise (a GPU needs many
+//! speed: `Wide` does 128 FMAs per 2–8 such loads, the 4×4 tiles 64 per 8; in two runs of
+//! `cargo bench --bench matmul` it was 1.1–1.5× faster than `Vec4` on every shape and 1.05–2.5×
+//! faster than `Blocked` on all but one measurement, 1024³ at 0.94×, in a run whose speed
+//! drifted); elsewhere `Vec4` when the layout allows and `Blocked` otherwise (a GPU needs many
 //! invocations in flight, and 128 accumulators per invocation would limit its occupancy;
 //! reasoned, not measured: there is no GPU here).
 
