@@ -74,10 +74,6 @@ fn data(s: &Conv2d, seed: u64) -> Data {
     }
 }
 
-fn plus(base: &[f32], add: &[f64]) -> Vec<f64> {
-    base.iter().zip(add).map(|(&a, &g)| a as f64 + g).collect()
-}
-
 /// The public entry points (variants chosen for this adapter), or the variants `choose` returns.
 enum Run<'a> {
     Public,

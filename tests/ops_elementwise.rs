@@ -13,10 +13,6 @@ const SUM_TOL: f64 = 1e-6;
 const EMB_MAX_ABS: f64 = 2e-4;
 const FD_TOL: f64 = 1e-7;
 
-fn plus(prefill: &[f32], v: &[f64]) -> Vec<f64> {
-    prefill.iter().zip(v).map(|(&a, b)| a as f64 + b).collect()
-}
-
 /// `Plan::clear` zeroes exactly its view, in order with the kernels around it: a copy before
 /// the clear is wiped, an axpy after it accumulates onto zero, a clear between two compute
 /// passes splits the pass without losing a kernel.

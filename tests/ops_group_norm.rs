@@ -46,10 +46,6 @@ fn data(s: &GroupNorm, seed: u64) -> Data {
     }
 }
 
-fn plus(prefill: &[f32], v: &[f64]) -> Vec<f64> {
-    prefill.iter().zip(v).map(|(&a, b)| a as f64 + b).collect()
-}
-
 fn gn(n: usize, c: usize, hw: usize, groups: usize) -> GroupNorm {
     GroupNorm {
         n,

@@ -45,10 +45,6 @@ fn data(s: &GroupNorm, seed: u64, offset: f32) -> Data {
     }
 }
 
-fn plus(prefill: &[f32], v: &[f64]) -> Vec<f64> {
-    prefill.iter().zip(v).map(|(&a, b)| a as f64 + b).collect()
-}
-
 /// Run forward then backward on the GPU with mapping `m`, compare every output with the reference.
 fn check(m: Mapping, s: GroupNorm, seed: u64, offset: f32, fwd_tol: f64, bwd_tol: f64) {
     let gpu = gpu();

@@ -18,6 +18,11 @@ pub fn random(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// prefill + v elementwise: what a kernel that accumulates (`+=`) into a prefilled buffer must give.
+pub fn plus(prefill: &[f32], v: &[f64]) -> Vec<f64> {
+    prefill.iter().zip(v).map(|(&a, b)| a as f64 + b).collect()
+}
+
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
