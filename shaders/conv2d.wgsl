@@ -23,7 +23,7 @@
 //   pack_weights        one invocation per element of the packed weights (Cin, k, k, Cout rounded
 //                       up to 4), output channels innermost; 1D grid of WG.
 //   conv_packed         conv_tiled reading the packed weights as vec4: TILE_C/4 loads per tap.
-//   backward_input_strided  one invocation per (TILE_C input channels × 4 input pixels spaced by s
+//   backward_input_strided  one invocation per (TILE_C input channels × 8 input pixels spaced by s
 //                       in a row); workgroup z = channel block × residue class (iy mod s, ix mod s),
 //                       so every invocation of a workgroup meets the same taps. (Stride 1 runs
 //                       conv_tiled on dy instead.)
@@ -393,10 +393,10 @@ fn conv_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     store_pixels(px, o0, &acc);
 }
 
-// TILE_C input channels × 4 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(4g + j). Workgroup
+// TILE_C input channels × 8 input pixels (iy, ix_j), iy = ry + s·iq, ix_j = rx + s·(8g + j). Workgroup
 // z = channel block · s² + ry · s + rx: all invocations of a workgroup share the residues (ry, rx),
 // hence the taps that hit them (iy + pad_t − ky ≡ 0 mod s), so loops and weight loads are uniform;
-// then oy = iq + (ry + pad_t − ky)/s and ox_j = 4g + j + (rx + pad_l − kx)/s, range-checked on load.
+// then oy = iq + (ry + pad_t − ky)/s and ox_j = 8g + j + (rx + pad_l − kx)/s, range-checked on load.
 @compute @workgroup_size(TILE_WG)
 fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(workgroup_id) wid: vec3<u32>) {
@@ -417,11 +417,10 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let kk = p.k * p.k;
     // Index of w[0, c, 0, 0] per input channel, clamped to a real channel.
     var wc: array<u32, TILE_C>;
-    var acc: array<vec4<f32>, TILE_C>;
     for (var i = 0u; i < TILE_C; i++) {
         wc[i] = min(c0 + i, p.ci - 1u) * kk;
-        acc[i] = vec4<f32>(0.0);
     }
+    var acc = zero_block();
     for (var ky = 0u; ky < p.k; ky++) {
         let dy_ = ry + p.pad_t - i32(ky);
         if (dy_ % s != 0) {
@@ -434,14 +433,18 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
             if (dx_ % s != 0) {
                 continue;
             }
-            let ox = 4 * g + dx_ / s;
+            let ox = 8 * g + dx_ / s;
             for (var o = 0u; o < p.co; o++) {
                 let row = ((n * p.co + o) * p.oh + min(oy, p.oh - 1u)) * p.ow;
-                let dv = vec4<f32>(dyat(row, ox, in_y), dyat(row, ox + 1, in_y), dyat(row, ox + 2, in_y),
-                                   dyat(row, ox + 3, in_y));
+                let d_lo = vec4<f32>(dyat(row, ox, in_y), dyat(row, ox + 1, in_y), dyat(row, ox + 2, in_y),
+                                     dyat(row, ox + 3, in_y));
+                let d_hi = vec4<f32>(dyat(row, ox + 4, in_y), dyat(row, ox + 5, in_y), dyat(row, ox + 6, in_y),
+                                     dyat(row, ox + 7, in_y));
                 let wk = o * p.ci * kk + ky * p.k + kx;
                 for (var i = 0u; i < TILE_C; i++) {
-                    acc[i] = fma(vec4<f32>(wt[wc[i] + wk]), dv, acc[i]);
+                    let wv = vec4<f32>(wt[wc[i] + wk]);
+                    acc.lo[i] = fma(wv, d_lo, acc.lo[i]);
+                    acc.hi[i] = fma(wv, d_hi, acc.hi[i]);
                 }
             }
         }
@@ -456,10 +459,10 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
             break;
         }
         let base = ((n * p.ci + c) * p.h + u32(iy)) * p.w;
-        for (var j = 0; j < 4; j++) {
-            let ix = rx + s * (4 * g + j);
+        for (var j = 0u; j < 8u; j++) {
+            let ix = rx + s * (8 * g + i32(j));
             if (ix < i32(p.w)) {
-                dx[base + u32(ix)] += acc[i][j];
+                dx[base + u32(ix)] += block_at(&acc, i, j);
             }
         }
     }

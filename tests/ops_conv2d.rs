@@ -27,8 +27,8 @@ fn conv([n, c_in, h, w, c_out, k, stride]: [usize; 7], pad: [usize; 4]) -> Conv2
 }
 
 /// Awkward shapes: batch 1, odd sizes, channel counts not multiples of 4, 1×1, stride 2 with
-/// symmetric and DDPM's asymmetric padding, other kernel sizes and strides, and one shape large
-/// enough to span several workgroups and channel blocks.
+/// symmetric and DDPM's asymmetric padding, other kernel sizes and strides, wide strided rows, and
+/// one shape large enough to span several workgroups and channel blocks.
 fn shapes() -> Vec<Conv2d> {
     vec![
         conv([1, 3, 5, 7, 5, 3, 1], [1, 1, 1, 1]),
@@ -45,6 +45,9 @@ fn shapes() -> Vec<Conv2d> {
         conv([5, 1, 9, 11, 17, 3, 1], [1, 1, 1, 1]),
         conv([4, 17, 9, 7, 1, 3, 1], [1, 1, 1, 1]),
         conv([3, 17, 11, 9, 3, 3, 2], [0, 1, 0, 1]),
+        // Rows wide enough for several 8-pixel groups per residue class of the strided backward.
+        conv([1, 3, 6, 37, 5, 3, 2], [0, 1, 0, 1]),
+        conv([1, 2, 5, 50, 3, 3, 3], [1, 1, 1, 1]),
     ]
 }
 

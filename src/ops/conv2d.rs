@@ -112,8 +112,8 @@ const ACCUMULATE: u32 = 2;
 const MAX_TILE_C: usize = 16;
 /// Output pixels along x per invocation of `conv_tiled` (two vec4).
 const CONV_PX: usize = 8;
-/// Pixels along x per invocation of `backward_input_strided` (one vec4).
-const TILE_P: usize = 4;
+/// Pixels along x per invocation of `backward_input_strided` (two vec4).
+const TILE_P: usize = 8;
 /// Input channels per invocation of `backward_weight` (two vec4).
 const BW_CI: usize = 8;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
