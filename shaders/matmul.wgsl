@@ -30,9 +30,10 @@
 //   (or, with `wide_vec4` bit 0, 2 vec4) loads of B and 16 uniform loads of A (bit 1: 4 vec4)
 //   feed 128 FMAs, against 64 FMAs per 8 loads in the 4×4 tiles. No workgroup memory.
 // Rows and columns past m and n are never stored; `naive`/`blocked`/`wide` clamp their scalar
-// loads into the matrix, `tile_*` and `wide`'s vec4 loads read the rest of the last tile (inside the row stride, or made safe by
-// WebGPU's robust buffer access) — a row of C depends only on the same row of op(A), a column
-// only on the same column of op(B), so such values never reach a stored element.
+// loads into the matrix, while `tile_*` and `wide`'s vec4 loads read the rest of the last tile
+// (inside the row stride, or made safe by WebGPU's robust buffer access) — a row of C depends only
+// on the same row of op(A), a column only on the same column of op(B), so such values never reach
+// a stored element.
 // The batch index z is the dispatch's z (≤ 65535), or 0 with the batch summed inside.
 
 struct Params {
