@@ -12,6 +12,11 @@
 //!   of a shortened schedule (the work per step is the same for T = 1000): `mnist` at 16 images
 //!   over 20 steps, `ddpm-cifar10` at 2 images over 3 steps (seconds per step on lavapipe).
 //!
+//! - The cost of the default run (`ddpm-gpu train` with no options), today's against the one
+//!   before issue 11 (2000 steps, then 1000 ancestral steps for 16 images): training steps ×
+//!   s/step + sampling steps × s/sampling step, both measured back to back here (the machine's
+//!   speed drifts, so only the ratio means something).
+//!
 //! `DDPM_BENCH_QUICK=1`: `tiny` and `mnist` only, fewer steps.
 
 use std::time::Instant;
@@ -95,8 +100,9 @@ fn train_step(gpu: &Gpu, preset: &str, batch: usize, steps: usize) -> Option<f64
     Some(gflops)
 }
 
-/// Time one reverse process of `steps` steps (after a warm-up one); prints the per-step figures.
-fn sample_step(gpu: &Gpu, preset: &str, images: usize, steps: usize) {
+/// Time one reverse process of `steps` steps (after a warm-up one); prints the per-step figures
+/// and returns the seconds per step.
+fn sample_step(gpu: &Gpu, preset: &str, images: usize, steps: usize) -> f64 {
     let model = UNetConfig::preset(preset).expect("preset");
     let table = ParamTable::new(&model);
     let weights = gpu.tensor(&[table.total], &table.init(0));
@@ -127,6 +133,57 @@ fn sample_step(gpu: &Gpu, preset: &str, images: usize, steps: usize) {
         100.0 * gflops / peak,
         100.0 * gflops / ISSUE_PROBE_GFLOPS,
         secs * 1000.0
+    );
+    secs
+}
+
+/// Median seconds of a training step of `preset` at `batch` (no table row).
+fn train_secs(gpu: &Gpu, preset: &str, batch: usize, steps: usize) -> f64 {
+    let mut t = trainer(gpu, preset, batch).expect("the trainer builds");
+    t.run_step();
+    t.read_loss();
+    median(
+        (0..steps)
+            .map(|_| {
+                let start = Instant::now();
+                t.run_step();
+                t.read_loss();
+                start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The default run's cost against the default before issue 11, from step times measured
+/// alternately (old sampling, new sampling, training, twice over; medians).
+fn default_run_cost(gpu: &Gpu) {
+    let new = TrainConfig::for_preset("mnist");
+    let (old_steps, old_images, old_sampling_steps) = (2000.0, 16, 1000.0);
+    let new_sampling_steps = if new.sample_steps == 0 { 1000 } else { new.sample_steps } as f64;
+    println!(
+        "\nThe default run (`mnist`, batch {}): before issue 11 2000 steps + 1000 ancestral sampling steps of 16 images; \
+         now {} steps + {} sampling steps of {} images:\n",
+        new.batch_size, new.steps, new_sampling_steps, new.sample_images
+    );
+    println!("| preset | images | s/step | images·steps/s | model GFLOP/s | probe | % of FMA probe | vs issue's 12 GFLOP/s probe | 1000 steps |");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let (mut s_old, mut s_new, mut train) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..2 {
+        s_old.push(sample_step(gpu, "mnist", old_images, 10));
+        s_new.push(sample_step(gpu, "mnist", new.sample_images, 10));
+        train.push(train_secs(gpu, "mnist", new.batch_size, 3));
+    }
+    let (s_old, s_new, train) = (median(s_old), median(s_new), median(train));
+    let old = old_steps * train + old_sampling_steps * s_old;
+    let now = new.steps as f64 * train + new_sampling_steps * s_new;
+    println!(
+        "\ntraining step {train:.3} s; old run {:.0} s (sampling {:.0} s), new run {:.0} s (sampling {:.0} s): \
+         **new / old = {:.2}**",
+        old,
+        old_sampling_steps * s_old,
+        now,
+        new_sampling_steps * s_new,
+        now / old
     );
 }
 
@@ -178,5 +235,6 @@ fn main() {
     sample_step(&gpu, "mnist", 16, 20);
     if !quick {
         sample_step(&gpu, "ddpm-cifar10", 2, 3);
+        default_run_cost(&gpu);
     }
 }

@@ -9,8 +9,10 @@
 
 pub mod data;
 pub mod diffusion;
+pub mod files;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod quality;
 pub mod reference;
 pub mod viz;

@@ -35,6 +35,10 @@ enum Command {
     Interpolate(cli::interpolate::InterpolateArgs),
     /// The variational bound in bits/dim on held-out images (paper eq. 5, Table 2).
     Eval(cli::eval::EvalArgs),
+    /// Sample quality: Fréchet distance of a classifier's features to the real data set (like
+    /// FID, with a classifier ddpm-gpu trains on the data), confidence and class entropy, each
+    /// beside the same measures for as many real held-out images.
+    Score(cli::score::ScoreArgs),
 }
 
 fn main() {
@@ -46,6 +50,7 @@ fn main() {
         Command::Sample(args) => cli::sample::run(&opts, &args),
         Command::Interpolate(args) => cli::interpolate::run(&opts, &args),
         Command::Eval(args) => cli::eval::run(&opts, &args),
+        Command::Score(args) => cli::score::run(&opts, &args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,10 +4,11 @@
 //! after clamping, so −1 → 0 and 1 → 255. The loss plot is drawn with plain pixel code and a built-in
 //! 5×7 bitmap font (no plotting crate).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
+
+use crate::files::write_atomic;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
@@ -22,28 +23,6 @@ pub fn to_byte(v: f32) -> u8 {
         return 0;
     }
     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
-}
-
-/// Atomic write helper used by everyone: write bytes to `<path>.tmp` then rename.
-/// The parent directory is created if needed; on failure the temporary file is removed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("cannot write {}: not a file path", path.display()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    }
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
 }
 
 /// Encode 8-bit pixels (1 = gray, 3 = RGB channels, interleaved) as PNG bytes.
@@ -563,3 +542,70 @@ const FONT: [(char, [&str; 7]); 48] = [
     ('%', ["##..#", "##..#", "...#.", "..#..", ".#...", "#..##", "#..##"]),
     ('?', [".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."]),
 ];
+
+/// Read back a grid written by [`save_grid`] (any number of columns, any scale from 1 to 16) or a
+/// single image of `side × side` pixels: returns (pixels, images, channels), each image as 8-bit
+/// planes (C, side, side), C = 1 for a grey PNG and 3 otherwise. The empty cells that end a
+/// partly filled last row are skipped.
+pub fn read_grid(path: &Path, side: usize) -> Result<(Vec<u8>, usize, usize)> {
+    let img = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let c = if img.color().has_color() { 3 } else { 1 };
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let px = if c == 1 {
+        img.into_luma8().into_raw()
+    } else {
+        img.into_rgb8().into_raw()
+    };
+    let at = |x: usize, y: usize, k: usize| px[(y * width + x) * c + k];
+    let gap = GRID_GAP;
+    for s in 1..=16 {
+        let cell = side * s;
+        if cell == 0 || !(width + gap).is_multiple_of(cell + gap) || !(height + gap).is_multiple_of(cell + gap) {
+            continue;
+        }
+        let (cols, rows) = ((width + gap) / (cell + gap), (height + gap) / (cell + gap));
+        // A grid of this scale has nearest-neighbour blocks in its cells and grey gaps between.
+        let in_gap = |x: usize, y: usize| x % (cell + gap) >= cell || y % (cell + gap) >= cell;
+        let consistent = (0..height).all(|y| {
+            (0..width).all(|x| {
+                (0..c).all(|k| {
+                    if in_gap(x, y) {
+                        at(x, y, k) == GRID_GAP_VALUE
+                    } else {
+                        let (x0, y0) = (x - x % (cell + gap) % s, y - y % (cell + gap) % s);
+                        at(x, y, k) == at(x0, y0, k)
+                    }
+                })
+            })
+        });
+        if !consistent {
+            continue;
+        }
+        let mut out = Vec::with_capacity(cols * rows * c * side * side);
+        let mut n = 0;
+        for r in 0..rows {
+            for col in 0..cols {
+                let (x0, y0) = (col * (cell + gap), r * (cell + gap));
+                let mut planes = vec![0u8; c * side * side];
+                for y in 0..side {
+                    for x in 0..side {
+                        for k in 0..c {
+                            planes[k * side * side + y * side + x] = at(x0 + x * s, y0 + y * s, k);
+                        }
+                    }
+                }
+                let empty = r == rows - 1 && planes.iter().all(|&v| v == GRID_GAP_VALUE);
+                if !empty {
+                    out.extend_from_slice(&planes);
+                    n += 1;
+                }
+            }
+        }
+        return Ok((out, n, c));
+    }
+    anyhow::bail!(
+        "{}: a {width}×{height} picture is neither one {side}×{side} image nor a grid of them as \
+         `ddpm-gpu sample` writes (cells of {side}·s pixels, s = 1..16, 2-pixel grey gaps)",
+        path.display()
+    )
+}

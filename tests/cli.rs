@@ -275,3 +275,178 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_score_input_gets_one_clear_error() {
+    let dir = tmp("score");
+    fails_with(&["score", "--samples", "/no/such/grid.png"], &["/no/such/grid.png"]);
+    // A picture that is no grid of 28×28 digits.
+    let odd = dir.join("odd.png");
+    ddpm_gpu::viz::save_grid(&odd, &vec![0.5; 3 * 10 * 10], 3, 1, 10, 10, 3, 1).unwrap();
+    fails_with(&["score", "--samples", odd.to_str().unwrap()], &["odd.png", "28×28"]);
+    // One digit is not enough for a covariance.
+    let one = dir.join("one.png");
+    ddpm_gpu::viz::save_grid(&one, &vec![0.5; 28 * 28], 1, 1, 28, 28, 1, 2).unwrap();
+    fails_with(
+        &["score", "--samples", one.to_str().unwrap()],
+        &["one.png", "at least 2"],
+    );
+    fails_with(
+        &["score", "--samples", one.to_str().unwrap(), "--data", "/no/such/data"],
+        &["--data", "/no/such/data"],
+    );
+    fails_with(
+        &[
+            "score",
+            "--samples",
+            one.to_str().unwrap(),
+            "--channels",
+            "2",
+            "--size",
+            "28",
+        ],
+        &["--channels 2"],
+    );
+    // Unlabelled data (a folder of images) cannot train the classifier.
+    let imgs = dir.join("imgs");
+    ddpm_gpu::viz::save_each(&imgs, &vec![0.1; 4 * 28 * 28], 4, 1, 28, 28).unwrap();
+    let grid = dir.join("grid.png");
+    ddpm_gpu::viz::save_grid(&grid, &vec![0.1; 4 * 28 * 28], 4, 1, 28, 28, 2, 2).unwrap();
+    fails_with(
+        &[
+            "score",
+            "--samples",
+            grid.to_str().unwrap(),
+            "--data",
+            imgs.to_str().unwrap(),
+            "--size",
+            "28",
+            "--channels",
+            "1",
+        ],
+        &["labelled"],
+    );
+    fails_with(
+        &[
+            "score",
+            "--samples",
+            grid.to_str().unwrap(),
+            "--data",
+            imgs.to_str().unwrap(),
+        ],
+        &["--size"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn score_trains_its_classifier_once_and_then_reads_it_from_the_cache() {
+    // 8×8 digits keep the classifier's training short (the bundled digits are 28×28).
+    let dir = tmp("score-ok");
+    let cache = dir.join("cache");
+    let digits = ddpm_gpu::data::load(&ddpm_gpu::data::Source::BuiltinMnist, 1, 8).unwrap();
+    let grid = dir.join("real.png");
+    ddpm_gpu::viz::save_grid(&grid, &digits.images[..64 * 64], 64, 1, 8, 8, 8, 2).unwrap();
+    // A corrupt cached classifier is ignored with a notice, never an error.
+    let cached = cache
+        .join("classifiers")
+        .join(format!("{}.safetensors", ddpm_gpu::quality::fingerprint(&digits)));
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::write(&cached, b"not a classifier").unwrap();
+    let score = || {
+        Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+            .args(["score", "--samples", grid.to_str().unwrap(), "--size", "8", "--json"])
+            .env("DDPM_GPU_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    let first = score();
+    let err = String::from_utf8_lossy(&first.stderr);
+    println!("{err}");
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("ignoring unreadable cached classifier"), "{err}");
+    assert!(err.contains("training the feature classifier"), "{err}");
+    let second = score();
+    let err2 = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err2}");
+    assert!(!err2.contains("training"), "the second run reads the cache: {err2}");
+    assert_eq!(first.stdout, second.stdout, "the cached classifier scores the same");
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    println!("{v}");
+    for key in ["fd", "fd_floor", "confidence", "class_entropy", "classifier_accuracy"] {
+        assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key} in {v}");
+    }
+    // Real digits: within a few times the floor (one draw of 64 scored 4.5 against a floor of
+    // 1.7; uniform noise scores about 100 times the floor, see tests/quality.rs).
+    assert_eq!(v["score_images"], 64);
+    assert!(v["classifier_accuracy"].as_f64().unwrap() > 0.9);
+    assert!(v["fd"].as_f64().unwrap() < 5.0 * v["fd_floor"].as_f64().unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_folder_is_never_overwritten_or_shared() {
+    let dir = tmp("claim");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let out = ddpm(&with(TINY, &["--out", run_s, "--steps", "2", "--batch-size", "4"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = std::fs::read(run.join("train_state.safetensors")).unwrap();
+    let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    // A second training into the same folder is refused, naming --resume, and changes nothing.
+    fails_with(
+        &with(TINY, &["--out", run_s, "--steps", "3", "--batch-size", "4"]),
+        &["already holds a training run", "--resume"],
+    );
+    assert_eq!(std::fs::read(run.join("train_state.safetensors")).unwrap(), state);
+    assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), metrics);
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    fails_with(
+        &with(TINY, &["--out", other.to_str().unwrap(), "--steps", "1"]),
+        &["not empty"],
+    );
+
+    // While one process trains in a folder, another cannot train in it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .args(["train", "--resume", run_s, "--steps", "100000", "--sample-images", "0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    // Wait until the first one has taken the lock (it says "resumed" right after).
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("resumed") && start.elapsed().as_secs() < 120 {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    assert!(seen.contains("resumed"), "the first training started: {seen}");
+    fails_with(
+        &["train", "--resume", run_s, "--steps", "5", "--sample-images", "0"],
+        &["in use"],
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The lock dies with its process: now the folder can be trained in again.
+    let out = ddpm(&["train", "--resume", run_s, "--steps", "3", "--sample-images", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_folders_made_at_the_same_moment_differ() {
+    let dir = tmp("unique");
+    let a = ddpm_gpu::files::create_unique_dir(&dir, "2026-01-01_00-00-00").unwrap();
+    let b = ddpm_gpu::files::create_unique_dir(&dir, "2026-01-01_00-00-00").unwrap();
+    let c = ddpm_gpu::files::create_unique_dir(&dir, "2026-01-01_00-00-00").unwrap();
+    assert_eq!(a, dir.join("2026-01-01_00-00-00"));
+    assert_eq!(b, dir.join("2026-01-01_00-00-00-2"));
+    assert_eq!(c, dir.join("2026-01-01_00-00-00-3"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -185,3 +185,68 @@ fn parameters_processed_in_chunks_train_the_same() {
         .zip(chunked.read_ema())
         .all(|(x, y)| (x - y).abs() <= 1e-6));
 }
+
+#[test]
+fn ema_warm_up_follows_the_power_schedule_on_the_gpu() {
+    // The decay is min(ema_decay, 1 − (1 + t)^−p) at update t = 1, 2, …: the first update keeps
+    // 1 − 2^−p of the old average, so with p = 1 after one step ema = (init + params₁) / 2.
+    let cfg = TrainConfig {
+        ema_decay: 0.9,
+        ema_warmup_power: 1.0,
+        ..TrainConfig::for_preset("tiny")
+    };
+    assert_eq!(cfg.ema_decay_at(0), 0.5);
+    assert!((cfg.ema_decay_at(3) - 0.8).abs() < 1e-15);
+    assert_eq!(cfg.ema_decay_at(100), 0.9, "capped at --ema-decay");
+    let fixed = TrainConfig {
+        ema_warmup_power: 0.0,
+        ..cfg.clone()
+    };
+    assert_eq!(fixed.ema_decay_at(0), 0.9);
+
+    let gpu = gpu();
+    let (model, sched, base, ds) = setup(2);
+    let cfg = TrainConfig {
+        ema_decay: 0.9,
+        ema_warmup_power: 1.0,
+        ..base
+    };
+    let weights = ParamTable::new(&model).init(4);
+    let mut tr = Trainer::new(&gpu, &model, &sched, &cfg, ds, &weights).unwrap();
+    let mut want: Vec<f64> = to_f64(&weights);
+    for step in 0..2 {
+        tr.run_step();
+        let d = cfg.ema_decay_at(step);
+        let p = gpu.read(&tr.params);
+        want.iter_mut()
+            .zip(&p)
+            .for_each(|(e, &p)| *e = d * *e + (1.0 - d) * p as f64);
+    }
+    assert_close("EMA with warm-up after 2 steps", &tr.read_ema(), &want, 1e-6);
+}
+
+#[test]
+fn pytorch_initialisation_is_uniform_in_one_over_root_fan_in() {
+    let table = ParamTable::new(&UNetConfig::preset("mnist").unwrap());
+    let w = table.init_pytorch(0);
+    let mut weight_bound = 0.0f32;
+    for e in &table.entries {
+        let v = &w[e.offset..e.offset + e.len()];
+        if e.name.contains("norm") {
+            let want = if e.name.ends_with(".weight") { 1.0 } else { 0.0 };
+            assert!(v.iter().all(|&x| x == want), "{}: γ = 1, β = 0", e.name);
+            continue;
+        }
+        if e.name.ends_with(".weight") {
+            weight_bound = 1.0 / (e.shape[1..].iter().product::<usize>() as f32).sqrt();
+        }
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(max <= weight_bound, "{}: |w| ≤ 1/√fan_in", e.name);
+        if e.len() >= 256 {
+            // A uniform on ±b has standard deviation b/√3; no layer starts near zero.
+            let std = (v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+            let want = weight_bound as f64 / 3f64.sqrt();
+            assert!((std / want - 1.0).abs() < 0.1, "{}: std {std} vs {want}", e.name);
+        }
+    }
+}

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ddpm_gpu::files::write_atomic;
 use ddpm_gpu::viz::{
-    save_each, save_grid, save_loss_curve, save_loss_curve_with, to_byte, write_atomic, PlotOptions, YScale,
-    GRID_GAP_VALUE,
+    save_each, save_grid, save_loss_curve, save_loss_curve_with, to_byte, PlotOptions, YScale, GRID_GAP_VALUE,
 };
 use image::{ColorType, DynamicImage};
 

@@ -73,7 +73,7 @@ fn write_rate_distortion(path: &Path, r: &Bpd, t_count: usize) -> Result<()> {
     for &(t, rate, d) in &points {
         csv += &format!("{t},{},{rate:.6},{d:.6}\n", t_count - t);
     }
-    viz::write_atomic(path, csv.as_bytes())?;
+    ddpm_gpu::files::write_atomic(path, csv.as_bytes())?;
     let steps: Vec<usize> = points.iter().map(|p| t_count - p.0).collect();
     let stem = path
         .file_stem()

@@ -4,6 +4,7 @@ pub mod eval;
 pub mod info;
 pub mod interpolate;
 pub mod sample;
+pub mod score;
 pub mod train;
 
 use std::path::Path;

@@ -10,11 +10,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ddpm_gpu::data::{self, Source};
-use ddpm_gpu::diffusion::sampler::{SampleOptions, Sampler};
+use ddpm_gpu::diffusion::ddim::{DdimOptions, Spacing};
+use ddpm_gpu::diffusion::sampler::{ddim_chain, ddpm_chain, SampleOptions, Sampler};
 use ddpm_gpu::diffusion::schedule::{BetaSchedule, SchedulerConfig};
 use ddpm_gpu::diffusion::trainer::{RunDir, TrainConfig, Trainer};
+use ddpm_gpu::files::FolderLock;
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::{save_folder, UNetConfig};
+use ddpm_gpu::quality::{self, Scorer};
 use ddpm_gpu::viz;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -52,6 +55,14 @@ pub struct TrainArgs {
     grad_clip: Option<f64>,
     #[arg(long)]
     ema_decay: Option<f64>,
+    /// EMA warm-up: decay min(--ema-decay, 1 − (1 + t)^−P) at update t (diffusers' EMAModel;
+    /// 0.75 suits runs of thousands of steps); 0 = a fixed decay (the paper).
+    #[arg(long, value_name = "P")]
+    ema_warmup_power: Option<f64>,
+    /// Initial weights: paper (the last conv of each block near zero) or pytorch (PyTorch's
+    /// layer defaults, as diffusers).
+    #[arg(long, value_enum)]
+    init: Option<ddpm_gpu::diffusion::trainer::Init>,
     #[arg(long)]
     seed: Option<u64>,
     /// Dropout probability in the res blocks (overrides the model config).
@@ -73,6 +84,14 @@ pub struct TrainArgs {
     /// Images in the sample grids (0: no sampling).
     #[arg(long)]
     sample_images: Option<usize>,
+    /// Denoising steps of the sample grids: 0 = ancestral sampling over all T steps, K = DDIM
+    /// over K steps (much quicker).
+    #[arg(long, value_name = "K")]
+    sample_steps: Option<usize>,
+    /// Score each sample grid against the training data (`ddpm-gpu score`) into metrics.jsonl
+    /// and score.png: true (default; needs labelled data) or false.
+    #[arg(long, value_name = "BOOL")]
+    score: Option<bool>,
     /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
     #[arg(long, default_value = "linear")]
     schedule: String,
@@ -105,12 +124,16 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
         warmup,
         grad_clip,
         ema_decay,
+        ema_warmup_power,
+        init,
         seed,
         flip,
         log_every,
         checkpoint_every,
         sample_every,
         sample_images,
+        sample_steps,
+        score,
         micro_batch,
         class_dropout
     );
@@ -120,7 +143,7 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
 
 pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     // Where the run lives, and what it trains.
-    let (run, mut model, sched, cfg) = match &args.resume {
+    let (mut run, mut model, sched, cfg) = match &args.resume {
         Some(dir) => {
             let run = RunDir { root: dir.clone() };
             if !run.state().exists() {
@@ -154,10 +177,11 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
                 "cosine" | "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
                 other => bail!("--schedule: unknown schedule '{other}' (expected linear or cosine)"),
             };
-            let root = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(super::timestamp()));
+            // The folder is claimed (created, or found empty) only once everything is ready.
+            let root = args.out.clone().unwrap_or_default();
+            if let Some(out) = &args.out {
+                check_new_run_folder(out)?;
+            }
             (RunDir { root }, model, sched, cfg)
         }
     };
@@ -190,20 +214,56 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         ddpm_gpu::model::ParamTable::new(&model).count()
     );
 
-    let weights = ddpm_gpu::model::ParamTable::new(&model).init(cfg.seed);
+    let t_count = ddpm_gpu::diffusion::schedule::Schedule::new(&sched).len();
+    if cfg.sample_steps > t_count {
+        bail!(
+            "--sample-steps {}: DDIM needs at most T = {t_count} steps (0 = ancestral over all T)",
+            cfg.sample_steps
+        );
+    }
+    // The scorer of the sample grids, from the training data (its classifier is cached).
+    let scorer = if cfg.score && cfg.sample_images >= 2 && dataset.labels.is_some() && dataset.n >= quality::MIN_IMAGES
+    {
+        let cache = ddpm_gpu::files::cache_dir();
+        Some(Scorer::new(&gpu, &dataset, cache.as_deref(), &mut |line| {
+            eprintln!("{line}")
+        })?)
+    } else {
+        if cfg.score && cfg.sample_images >= 2 {
+            eprintln!(
+                "not scoring the sample grids: the training data has no labels (or fewer than {} images)",
+                quality::MIN_IMAGES
+            );
+        }
+        None
+    };
+    let weights = cfg.init.weights(&ddpm_gpu::model::ParamTable::new(&model), cfg.seed);
     let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
-    if args.resume.is_some() {
+    // Held while this process trains in the folder: a second one gets a clear error.
+    let _lock = if args.resume.is_some() {
+        let lock = FolderLock::take(&run.root)?;
         trainer.load_state(&run.state())?;
         eprintln!("resumed {} at step {}", run.root.display(), trainer.step);
         truncate_metrics(&run.metrics(), trainer.step)?;
+        lock
     } else {
-        std::fs::create_dir_all(&run.root).with_context(|| format!("creating run folder {}", run.root.display()))?;
-        viz::write_atomic(&run.train_config(), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+        run.root = match &args.out {
+            Some(out) => {
+                check_new_run_folder(out)?;
+                std::fs::create_dir_all(out).with_context(|| format!("creating run folder {}", out.display()))?;
+                out.clone()
+            }
+            // Two runs started in the same second get different folders.
+            None => ddpm_gpu::files::create_unique_dir(Path::new("runs"), &super::timestamp())?,
+        };
+        let lock = FolderLock::take(&run.root)?;
+        ddpm_gpu::files::write_atomic(&run.train_config(), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
         std::fs::create_dir_all(run.scheduler())?;
         sched.save(&run.scheduler().join("scheduler_config.json"))?;
-        viz::write_atomic(&run.root.join("model_index.json"), MODEL_INDEX.as_bytes())?;
+        ddpm_gpu::files::write_atomic(&run.root.join("model_index.json"), MODEL_INDEX.as_bytes())?;
         save_folder(&run.unet(), &model, &trainer.table, &weights)?;
-    }
+        lock
+    };
     eprintln!("run folder: {}", run.root.display());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,6 +283,8 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         .open(run.metrics())
         .with_context(|| format!("opening {}", run.metrics().display()))?;
     let mut window = (Instant::now(), trainer.step);
+    let (run_start, first_step) = (Instant::now(), trainer.step);
+    let mut last_line = Instant::now();
     while trainer.step < cfg.steps {
         trainer.run_step();
         let step = trainer.step;
@@ -251,13 +313,25 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
                 serde_json::json!({"step": step, "loss": loss, "grad_norm": grad_norm, "lr": cfg.lr_at(step - 1), "images_per_s": ips})
             )?;
             bar.set_message(format!("loss {loss:.4}  {ips:.1} img/s  {gflops:.1} GFLOP/s"));
+            // The bar draws only on a terminal: into a file or pipe, a line every 30 s instead.
+            if bar.is_hidden() && (last_line.elapsed().as_secs() >= 30 || save) {
+                last_line = Instant::now();
+                let left = run_start.elapsed().as_secs_f64() / (step - first_step) as f64 * (cfg.steps - step) as f64;
+                eprintln!(
+                    "step {step}/{}  loss {loss:.4}  {ips:.1} img/s  elapsed {}  about {} left",
+                    cfg.steps,
+                    duration(run_start.elapsed().as_secs_f64()),
+                    duration(left)
+                );
+            }
         }
         bar.set_position(step as u64);
         if save {
             checkpoint(&trainer, &run)?;
         }
         if !last && cfg.sample_every > 0 && cfg.sample_images > 0 && step % cfg.sample_every == 0 {
-            sample_grid(&gpu, &trainer, &sched, &run, step)?;
+            let images = sample_grid(&gpu, &trainer, &sched, &run, step)?;
+            score_grid(&gpu, scorer.as_ref(), &images, &run, step, &mut metrics)?;
         }
         if interrupted {
             bar.abandon_with_message(format!("interrupted: checkpoint saved at step {step}"));
@@ -267,10 +341,50 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     }
     bar.finish();
     if cfg.sample_images > 0 && trainer.step > 0 {
-        sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+        let images = sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+        score_grid(&gpu, scorer.as_ref(), &images, &run, trainer.step, &mut metrics)?;
     }
     eprintln!("done: {}", run.root.display());
     Ok(())
+}
+
+/// Refuse an `--out` folder that already holds something: a run's files (that run would be
+/// overwritten and its metrics mixed with this one's) or anything else.
+fn check_new_run_folder(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("--out {}: exists and is not a folder", out.display());
+    }
+    let holds_run = ["train_state.safetensors", "train_config.json", "metrics.jsonl"]
+        .iter()
+        .any(|f| out.join(f).exists());
+    if holds_run {
+        bail!(
+            "--out {0}: already holds a training run; continue it with `ddpm-gpu train --resume {0}` \
+             or choose another --out (nothing was changed)",
+            out.display()
+        );
+    }
+    let mut entries = std::fs::read_dir(out).with_context(|| format!("--out {}: cannot read it", out.display()))?;
+    if entries.next().is_some() {
+        bail!(
+            "--out {}: the folder is not empty; give a new or empty folder",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// "1h02m", "4m05s", "12s".
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
 }
 
 /// diffusers' pipeline index, so `DDPMPipeline.from_pretrained(run_folder)` works.
@@ -323,14 +437,14 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
                 .is_some_and(|s| s as usize <= step)
         })
         .collect();
-    viz::write_atomic(
+    ddpm_gpu::files::write_atomic(
         path,
         (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes(),
     )
 }
 
 /// A grid of samples from the EMA weights into `samples/step_XXXXXXX.png`.
-fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunDir, step: usize) -> Result<()> {
+fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunDir, step: usize) -> Result<Vec<f32>> {
     let n = trainer.cfg.sample_images;
     // A class-conditional model samples image i from class i mod classes, one class per column.
     let m = &trainer.model;
@@ -349,14 +463,28 @@ fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunD
         ),
     };
     let schedule = ddpm_gpu::diffusion::schedule::Schedule::new(sched);
-    let opts = SampleOptions {
-        images: n,
-        seed: trainer.cfg.seed,
-        variance: sched.variance_type,
-        clip: sched.clip_sample,
+    let seed = trainer.cfg.seed;
+    let chain = match trainer.cfg.sample_steps {
+        0 => {
+            let opts = SampleOptions {
+                images: n,
+                seed,
+                variance: sched.variance_type,
+                clip: sched.clip_sample,
+            };
+            ddpm_chain(&schedule, schedule.len() - 1, &opts, false)
+        }
+        steps => {
+            let opts = DdimOptions {
+                clip: sched.clip_sample.then_some(sched.clip_sample_range),
+                ..DdimOptions::default()
+            };
+            ddim_chain(&schedule, steps, Spacing::Leading, &opts, seed)
+        }
     };
-    let bar = ProgressBar::new(schedule.betas.len() as u64).with_message("sampling");
-    let images = sampler.sample(&schedule, &opts, |i| bar.set_position(i as u64 + 1));
+    let bar = ProgressBar::new(chain.len() as u64).with_message("sampling");
+    sampler.draw_noise(seed);
+    let images = sampler.run(&chain, |i, _| bar.set_position(i as u64 + 1));
     bar.finish_and_clear();
     let dir = run.root.join("samples");
     std::fs::create_dir_all(&dir)?;
@@ -364,5 +492,48 @@ fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunD
     let path = dir.join(format!("step_{step:07}.png"));
     viz::save_grid(&path, &images, n, m.out_channels, size, size, cols, 2)?;
     eprintln!("samples: {}", path.display());
-    Ok(())
+    Ok(images)
+}
+
+/// Score a sample grid's images into metrics.jsonl (one line with the step and the keys of
+/// `ddpm-gpu score --json`) and redraw score.png, the Fréchet distance against the step.
+fn score_grid(
+    gpu: &Gpu,
+    scorer: Option<&Scorer>,
+    images: &[f32],
+    run: &RunDir,
+    step: usize,
+    metrics: &mut std::fs::File,
+) -> Result<()> {
+    let Some(scorer) = scorer else {
+        return Ok(());
+    };
+    let n = images.len() / (scorer.shape().channels * scorer.shape().size * scorer.shape().size);
+    let score = scorer.score(gpu, images, n)?;
+    eprintln!(
+        "score at step {step}: FD {:.2} (real held-out images: {:.2}), confidence {:.3}, class entropy {:.3}",
+        score.samples.fd, score.floor.fd, score.samples.confidence, score.samples.class_entropy
+    );
+    let mut line = super::score::score_json(&score);
+    line["step"] = serde_json::json!(step);
+    writeln!(metrics, "{line}")?;
+    let (mut steps, mut fds) = (Vec::new(), Vec::new());
+    for l in std::fs::read_to_string(run.metrics()).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        if let (Some(s), Some(f)) = (v["step"].as_u64(), v["fd"].as_f64()) {
+            steps.push(s as usize);
+            fds.push(f);
+        }
+    }
+    let title = format!(
+        "sample FD to the data ({n} images; real images score {:.1})",
+        score.floor.fd
+    );
+    let plot = viz::PlotOptions {
+        smooth: 1,
+        ..viz::PlotOptions::default()
+    };
+    viz::save_loss_curve_with(&run.root.join("score.png"), &steps, &fds, &title, &plot)
 }

@@ -221,3 +221,33 @@ impl Dataset {
         out
     }
 }
+
+/// The channels and square side a source's images come in, for a command that takes the data
+/// as it is (`ddpm-gpu score`). Image folders have no single size: they need it given.
+pub fn native_shape(source: &Source) -> Result<(usize, usize)> {
+    let raw = match source {
+        Source::BuiltinMnist => return Ok((1, 28)),
+        Source::Path(path) => {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("dataset path {} does not exist or cannot be accessed", path.display()))?;
+            if meta.is_dir() {
+                let batches = cifar::batch_files(path)?;
+                if batches.is_empty() {
+                    bail!(
+                        "{}: a folder of images has no single image size; give the size (and channels) to use",
+                        path.display()
+                    );
+                }
+                cifar::load_files(&batches[..1])?
+            } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin")) {
+                cifar::load_files(&[path.to_path_buf()])?
+            } else {
+                idx::load_images_file(path)?
+            }
+        }
+    };
+    if raw.h != raw.w {
+        bail!("{source}: images are {}×{}, not square", raw.h, raw.w);
+    }
+    Ok((raw.c, raw.h))
+}

@@ -21,6 +21,7 @@ use crate::diffusion::schedule::{Schedule, SchedulerConfig};
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::model::{ParamTable, UNet, UNetConfig};
 use crate::ops::adam::{self, AdamParams};
+use crate::ops::ema::EmaParams;
 use crate::ops::q_sample::{self, QSample};
 use crate::ops::{dropout, elementwise, ema, loss, reduce};
 
@@ -34,6 +35,13 @@ pub struct TrainConfig {
     pub warmup: usize,
     pub grad_clip: f64,
     pub ema_decay: f64,
+    /// EMA warm-up (diffusers' `EMAModel` power schedule): the decay at update t is
+    /// min(ema_decay, 1 − (1 + t)^−power), so early averages do not remember the initial weights;
+    /// 0 = a fixed decay from the first step (the paper).
+    pub ema_warmup_power: f64,
+    /// Initial weights: the paper's (the last layer of each block near zero) or PyTorch's
+    /// defaults (what diffusers' `UNet2DModel` gets).
+    pub init: Init,
     pub weight_decay: f64,
     pub seed: u64,
     /// Random horizontal flips of the training images (the paper uses them for CIFAR-10).
@@ -43,6 +51,12 @@ pub struct TrainConfig {
     /// Sample a grid from the EMA weights every N steps (0 = only at the end).
     pub sample_every: usize,
     pub sample_images: usize,
+    /// Denoising steps of the sample grids: 0 = ancestral sampling over all T steps (the paper's
+    /// Algorithm 2), K = DDIM (η = 0) over K of them.
+    pub sample_steps: usize,
+    /// Score every sample grid against the (labelled) training data, as `ddpm-gpu score` does,
+    /// into metrics.jsonl and score.png.
+    pub score: bool,
     /// Images per forward/backward pass (must divide the batch); 0 = the largest that fits the
     /// adapter. Gradients of the micro-batches accumulate into one update.
     pub micro_batch: usize,
@@ -63,6 +77,8 @@ impl Default for TrainConfig {
             warmup: 5000,
             grad_clip: 1.0,
             ema_decay: 0.9999,
+            ema_warmup_power: 0.0,
+            init: Init::Paper,
             weight_decay: 0.0,
             seed: 0,
             flip: true,
@@ -70,6 +86,8 @@ impl Default for TrainConfig {
             checkpoint_every: 5000,
             sample_every: 0,
             sample_images: 16,
+            sample_steps: 0,
+            score: true,
             micro_batch: 0,
             param_chunk: 0,
             class_dropout: 0.1,
@@ -129,7 +147,23 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             bail!("--ema-decay must be in [0, 1), got {}", self.ema_decay);
         }
+        if !(0.0..=1.0).contains(&self.ema_warmup_power) {
+            bail!(
+                "--ema-warmup-power must be in [0, 1] (0 = no warm-up), got {}",
+                self.ema_warmup_power
+            );
+        }
         Ok(())
+    }
+
+    /// EMA decay of the update after `step` (0-based) steps: see `ema_warmup_power`.
+    pub fn ema_decay_at(&self, step: usize) -> f64 {
+        if self.ema_warmup_power == 0.0 {
+            self.ema_decay
+        } else {
+            let t = (step + 1) as f64;
+            self.ema_decay.min(1.0 - (1.0 + t).powf(-self.ema_warmup_power))
+        }
     }
 
     /// Learning rate at `step` (0-based): linear warm-up, then constant (as the paper).
@@ -138,6 +172,28 @@ impl TrainConfig {
             self.lr
         } else {
             self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+        }
+    }
+}
+
+/// How a run's weights start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The paper's: variance scaling, and the last conv of each res block, the attention output
+    /// and `conv_out` near zero ([`ParamTable::init`]).
+    #[default]
+    Paper,
+    /// PyTorch's layer defaults, as diffusers' `UNet2DModel` ([`ParamTable::init_pytorch`]).
+    Pytorch,
+}
+
+impl Init {
+    /// The initial weights of `table`.
+    pub fn weights(self, table: &ParamTable, seed: u64) -> Vec<f32> {
+        match self {
+            Init::Paper => table.init(seed),
+            Init::Pytorch => table.init_pytorch(seed),
         }
     }
 }
@@ -184,6 +240,7 @@ pub struct Trainer {
     labels: Option<Vec<u8>>,
     micro_batches: Vec<MicroBatch>,
     adam_kernels: Vec<(usize, usize)>, // (kernel index, chunk length)
+    ema_kernels: Vec<(usize, usize)>,  // (kernel index, chunk length)
 }
 
 /// The per-micro-batch inputs and the kernels whose seeds change every step.
@@ -367,14 +424,18 @@ impl Trainer {
             );
             adam_kernels.push((idx, len));
         }
-        for &(o, len) in &chunk_list {
-            ema::update(
-                &mut plan,
-                &ema.view(o, &[len]),
-                &params.view(o, &[len]),
-                cfg.ema_decay as f32,
-            );
-        }
+        let ema_kernels = chunk_list
+            .iter()
+            .map(|&(o, len)| {
+                let k = ema::update(
+                    &mut plan,
+                    &ema.view(o, &[len]),
+                    &params.view(o, &[len]),
+                    cfg.ema_decay_at(0) as f32,
+                );
+                (k, len)
+            })
+            .collect();
         Ok(Trainer {
             gpu: gpu.clone(),
             model: model.clone(),
@@ -397,6 +458,7 @@ impl Trainer {
             labels,
             micro_batches,
             adam_kernels,
+            ema_kernels,
         })
     }
 
@@ -481,6 +543,10 @@ impl Trainer {
         for &(k, len) in &self.adam_kernels {
             self.plan.set_params(k, &Self::adam_params(&self.cfg, step, len));
         }
+        let decay = self.cfg.ema_decay_at(step) as f32;
+        for &(k, len) in &self.ema_kernels {
+            self.plan.set_params(k, &EmaParams::new(len, decay));
+        }
         self.plan.run();
         self.step += 1;
     }
@@ -532,7 +598,7 @@ impl Trainer {
             ("model_config".to_string(), self.model.to_json()),
         ]);
         let bytes = safetensors::serialize(views, Some(meta))?;
-        crate::viz::write_atomic(path, &bytes)
+        crate::files::write_atomic(path, &bytes)
     }
 
     /// Restore the state written by [`Trainer::save_state`]; the model must be the same.

@@ -33,10 +33,10 @@ pub fn load_folder(dir: &Path) -> Result<(UNetConfig, ParamTable, Vec<f32>)> {
 /// Write a diffusers model folder (each file atomically: temp file, then rename).
 pub fn save_folder(dir: &Path, cfg: &UNetConfig, table: &ParamTable, flat: &[f32]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::viz::write_atomic(
+    crate::files::write_atomic(
         &dir.join(checkpoint::WEIGHTS_FILE),
         &checkpoint::weights_bytes(table, flat)?,
     )?;
-    crate::viz::write_atomic(&dir.join(checkpoint::CONFIG_FILE), cfg.to_json().as_bytes())?;
+    crate::files::write_atomic(&dir.join(checkpoint::CONFIG_FILE), cfg.to_json().as_bytes())?;
     Ok(())
 }

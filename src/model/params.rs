@@ -186,4 +186,34 @@ impl ParamTable {
         }
         flat
     }
+
+    /// PyTorch's default initialisation, which diffusers' `UNet2DModel` keeps: conv and linear
+    /// weights and biases U(−1/√fan_in, 1/√fan_in) (`kaiming_uniform_(a=√5)`), group norm γ = 1
+    /// and β = 0, the class-embedding table N(0, 1) (`nn.Embedding`). No layer starts at zero.
+    pub fn init_pytorch(&self, seed: u64) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut flat = vec![0.0f32; self.total];
+        let mut bound = 0.0f32;
+        for e in &self.entries {
+            let dst = &mut flat[e.offset..e.offset + e.len()];
+            if e.name.contains("norm") {
+                dst.fill(if e.name.ends_with(".weight") { 1.0 } else { 0.0 });
+            } else if e.name == "class_embedding.weight" {
+                for v in dst.iter_mut() {
+                    // Box–Muller: a standard normal from two uniforms.
+                    let (u1, u2): (f64, f64) = (rng.random_range(f64::MIN_POSITIVE..1.0), rng.random());
+                    *v = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+                }
+            } else {
+                // A bias follows its weight in the table and shares its fan-in.
+                if e.name.ends_with(".weight") {
+                    bound = 1.0 / ((e.shape[1..].iter().product::<usize>()) as f32).sqrt();
+                }
+                for v in dst.iter_mut() {
+                    *v = rng.random_range(-bound..=bound);
+                }
+            }
+        }
+        flat
+    }
 }
