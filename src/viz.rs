@@ -141,6 +141,8 @@ pub struct PlotOptions {
     pub y_scale: YScale,
     /// Points in the centred moving average (the dark curve); 0 picks about 1/25 of the points.
     pub smooth: usize,
+    /// The y axis' name (upper case: the built-in font has no lower-case letters).
+    pub y_label: &'static str,
 }
 
 impl Default for PlotOptions {
@@ -150,6 +152,7 @@ impl Default for PlotOptions {
             height: 480,
             y_scale: YScale::Auto,
             smooth: 0,
+            y_label: "LOSS",
         }
     }
 }
@@ -268,7 +271,11 @@ pub fn save_loss_curve_with(path: &Path, steps: &[usize], losses: &[f64], title:
     cv.text(
         left - 7 - label_w,
         top - 11,
-        if log { "LOSS (LOG)" } else { "LOSS" },
+        &if log {
+            format!("{} (LOG)", o.y_label)
+        } else {
+            o.y_label.to_string()
+        },
         1,
         BLACK,
     );

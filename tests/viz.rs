@@ -191,6 +191,7 @@ fn loss_curve_png() {
         height: 300,
         y_scale: YScale::Linear,
         smooth: 9,
+        y_label: "FD",
     };
     let p2 = dir.join("loss-linear.png");
     save_loss_curve_with(&p2, &steps, &losses, "linear", &opts).unwrap();

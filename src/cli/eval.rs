@@ -79,23 +79,26 @@ fn write_rate_distortion(path: &Path, r: &Bpd, t_count: usize) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let plot = PlotOptions {
-        smooth: 1,
-        y_scale: YScale::Linear,
-        ..PlotOptions::default()
-    };
-    for (name, values, title) in [
+    for (name, values, title, y_label) in [
         (
             "distortion",
             points.iter().map(|p| p.2).collect::<Vec<_>>(),
             "distortion (RMSE) vs reverse steps",
+            "RMSE",
         ),
         (
             "rate",
             points.iter().map(|p| p.1).collect(),
             "rate (bits/dim) vs reverse steps",
+            "RATE",
         ),
     ] {
+        let plot = PlotOptions {
+            smooth: 1,
+            y_scale: YScale::Linear,
+            y_label,
+            ..PlotOptions::default()
+        };
         let png = path.with_file_name(format!("{stem}_{name}.png"));
         viz::save_loss_curve_with(&png, &steps, &values, title, &plot)?;
     }

@@ -528,11 +528,12 @@ fn score_grid(
         }
     }
     let title = format!(
-        "sample FD to the data ({n} images; real images score {:.1})",
+        "sample FD to the data ({n} images, real ones score {:.2})",
         score.floor.fd
     );
     let plot = viz::PlotOptions {
         smooth: 1,
+        y_label: "FD",
         ..viz::PlotOptions::default()
     };
     viz::save_loss_curve_with(&run.root.join("score.png"), &steps, &fds, &title, &plot)
