@@ -53,6 +53,9 @@ fn main() {
         Command::Score(args) => cli::score::run(&opts, &args),
     };
     if let Err(e) = result {
+        if e.downcast_ref::<cli::Interrupted>().is_some() {
+            std::process::exit(130);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

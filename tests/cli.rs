@@ -218,7 +218,17 @@ fn train_resume_and_sample_from_the_command_line() {
 
 #[test]
 fn ctrl_c_saves_a_checkpoint_that_resumes() {
-    let dir = tmp("sigint");
+    interrupt_saves_a_checkpoint_that_resumes("INT");
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_that_resumes() {
+    interrupt_saves_a_checkpoint_that_resumes("TERM");
+}
+
+/// Interrupt a training with `signal`: it saves, says how to resume, and exits with 130.
+fn interrupt_saves_a_checkpoint_that_resumes(signal: &str) {
+    let dir = tmp(&format!("sig{signal}"));
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     let args = with(
@@ -251,13 +261,21 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "Ctrl-C should exit cleanly: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "SIG{signal}: saved, then exit status 130: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("error:"),
+        "SIG{signal}: {err}"
+    );
     assert!(err.contains("--resume"), "says how to resume: {err}");
     let state = std::fs::read(run.join("train_state.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&state).unwrap();
@@ -448,5 +466,34 @@ fn run_folders_made_at_the_same_moment_differ() {
     assert_eq!(a, dir.join("2026-01-01_00-00-00"));
     assert_eq!(b, dir.join("2026-01-01_00-00-00-2"));
     assert_eq!(c, dir.join("2026-01-01_00-00-00-3"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_numbers_and_configs_are_refused_by_name() {
+    let dir = tmp("numbers");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    for bad in ["nan", "inf", "-1"] {
+        fails_with(
+            &with(TINY, &["--out", out, "--steps", "1", &format!("--grad-clip={bad}")]),
+            &["--grad-clip"],
+        );
+    }
+    fails_with(
+        &with(TINY, &["--out", out, "--steps", "1", "--ema-warmup-power", "nan"]),
+        &["--ema-warmup-power"],
+    );
+    let mut cfg = ddpm_gpu::model::UNetConfig::preset("tiny").unwrap();
+    cfg.block_out_channels = vec![0, 16];
+    let path = dir.join("config.json");
+    std::fs::write(&path, cfg.to_json()).unwrap();
+    let path = path.to_str().unwrap();
+    fails_with(
+        &["train", "--model", path, "--out", out, "--sample-images", "0"],
+        &["block_out_channels"],
+    );
+    fails_with(&["info", "--model", path], &["block_out_channels"]);
+    assert!(!Path::new(out).exists(), "nothing is created for refused input");
     std::fs::remove_dir_all(&dir).unwrap();
 }

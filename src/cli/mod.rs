@@ -12,6 +12,19 @@ use std::path::Path;
 use anyhow::Result;
 use ddpm_gpu::model::UNetConfig;
 
+/// A command stopped by Ctrl-C or a termination signal after saving what it had: `main` exits
+/// with status 130 (128 + SIGINT), so `train && sample` does not go on as if it had finished.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// `--model` for training: a preset name or a path to a diffusers `config.json`.
 pub fn model_config(spec: &str) -> Result<UNetConfig> {
     let path = Path::new(spec);

@@ -269,6 +269,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
+        // Ctrl-C, SIGTERM (what `timeout`, schedulers and container stops send) and SIGHUP alike.
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     }
     let flops_per_step = 3.0 * trainer.forward_flops();
@@ -336,7 +337,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         if interrupted {
             bar.abandon_with_message(format!("interrupted: checkpoint saved at step {step}"));
             eprintln!("resume with: ddpm-gpu train --resume {}", run.root.display());
-            return Ok(());
+            return Err(super::Interrupted.into());
         }
     }
     bar.finish();

@@ -128,6 +128,15 @@ impl TrainConfig {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            bail!(
+                "--grad-clip must be a finite number ≥ 0 (0 turns clipping off), got {}",
+                self.grad_clip
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!("weight_decay must be a finite number ≥ 0, got {}", self.weight_decay);
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }

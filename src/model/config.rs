@@ -198,6 +198,12 @@ impl UNetConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("field `dropout`: {} must be in [0, 1)", self.dropout);
         }
+        if self.block_out_channels.contains(&0) {
+            bail!(
+                "field `block_out_channels`: every level needs at least one channel, got {:?}",
+                self.block_out_channels
+            );
+        }
         if self.layers_per_block == 0 {
             bail!("field `layers_per_block`: must be at least 1");
         }
