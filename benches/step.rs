@@ -72,19 +72,8 @@ fn trainer(gpu: &Gpu, preset: &str, batch: usize) -> Option<Trainer> {
 /// virtual machine it does, by ±25% over minutes).
 fn train_step(gpu: &Gpu, preset: &str, batch: usize, steps: usize) -> Option<f64> {
     let mut t = trainer(gpu, preset, batch)?;
-    t.run_step();
-    t.read_loss();
     let peak = peak_gflops(gpu);
-    let secs = median(
-        (0..steps)
-            .map(|_| {
-                let start = Instant::now();
-                t.run_step();
-                t.read_loss();
-                start.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
+    let secs = time_steps(&mut t, steps);
     let passes = (batch / t.micro_batch) as f64;
     let gflops = 3.0 * t.forward_flops() * passes / secs / 1e9;
     println!(
@@ -137,9 +126,8 @@ fn sample_step(gpu: &Gpu, preset: &str, images: usize, steps: usize) -> f64 {
     secs
 }
 
-/// Median seconds of a training step of `preset` at `batch` (no table row).
-fn train_secs(gpu: &Gpu, preset: &str, batch: usize, steps: usize) -> f64 {
-    let mut t = trainer(gpu, preset, batch).expect("the trainer builds");
+/// Median seconds of `steps` training steps of `t`, after one warm-up step.
+fn time_steps(t: &mut Trainer, steps: usize) -> f64 {
     t.run_step();
     t.read_loss();
     median(
@@ -171,7 +159,8 @@ fn default_run_cost(gpu: &Gpu) {
     for _ in 0..2 {
         s_old.push(sample_step(gpu, "mnist", old_images, 10));
         s_new.push(sample_step(gpu, "mnist", new.sample_images, 10));
-        train.push(train_secs(gpu, "mnist", new.batch_size, 3));
+        let mut t = trainer(gpu, "mnist", new.batch_size).expect("the trainer builds");
+        train.push(time_steps(&mut t, 3));
     }
     let (s_old, s_new, train) = (median(s_old), median(s_new), median(train));
     let old = old_steps * train + old_sampling_steps * s_old;

@@ -27,7 +27,7 @@ use crate::gpu::{Gpu, Plan, Tensor};
 use crate::ops::adam::{self, AdamParams};
 use crate::ops::conv2d::{self, Conv2d};
 use crate::ops::group_norm::{self, GroupNorm};
-use crate::ops::{cross_entropy, linear, pool, reduce};
+use crate::ops::{cross_entropy, elementwise, linear, pool, reduce};
 
 /// (output channels, stride) of each 3×3 convolution; the last width is the feature dimension.
 pub const LAYERS: [(usize, usize); 4] = [(16, 1), (32, 2), (64, 2), (64, 2)];
@@ -394,6 +394,9 @@ impl Classifier {
             &loss,
             &g.dlogits,
         );
+        // The epoch's loss adds up on the GPU: the CPU waits once per epoch, not once per step.
+        let epoch_loss = gpu.zeros(&[1]);
+        elementwise::axpy(&mut p, 1.0, &loss, &epoch_loss);
         net.backward(&mut p, &w, &dw, &g);
         reduce::sum_squares(&mut p, &grads, &sumsq);
         let hp = AdamParams {
@@ -411,7 +414,7 @@ impl Classifier {
         let mut batch_y = vec![0.0f32; b];
         for epoch in 0..opts.epochs {
             order.shuffle(&mut rng);
-            let mut epoch_loss = 0.0;
+            gpu.write(&epoch_loss, &[0.0]);
             for chunk in order.chunks_exact(b) {
                 for (j, &i) in chunk.iter().enumerate() {
                     batch_x[j * per..(j + 1) * per].copy_from_slice(&images[i * per..(i + 1) * per]);
@@ -425,9 +428,8 @@ impl Classifier {
                 let lr = opts.lr * (step as f64 / warm as f64).min(1.0) * (1.0 - (step - 1) as f64 / total as f64);
                 p.set_params(adam_kernel, &AdamParams { lr: lr as f32, ..hp }.at_step(step as u32));
                 p.run();
-                epoch_loss += gpu.read(&loss)[0] as f64;
             }
-            let mean = epoch_loss / steps_per_epoch.max(1) as f64;
+            let mean = gpu.read(&epoch_loss)[0] as f64 / steps_per_epoch.max(1) as f64;
             if !mean.is_finite() {
                 bail!("classifier training diverged (loss {mean}) in epoch {}", epoch + 1);
             }
