@@ -93,3 +93,12 @@ impl FolderLock {
         }
     }
 }
+
+/// Bytes of memory available to a new allocation without swapping (`MemAvailable` of
+/// /proc/meminfo); `None` where that is not known (other systems).
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -55,6 +55,19 @@ fn check_images(images: &[f32], b: usize, c: usize, h: usize, w: usize) -> Resul
     Ok(())
 }
 
+/// Grids and plots are written as PNG (lossless: a JPEG would smear single pixels). Another
+/// extension is refused up front, before minutes of sampling, rather than getting PNG bytes
+/// under a name that says otherwise.
+pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+    ensure!(
+        ext.as_deref() == Some("png"),
+        "{flag} {}: images are written as PNG; give a name ending in .png",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Write images (B, C, H, W) with values in [−1, 1] (clamped) as a grid PNG with `cols` columns and a 2-pixel
 /// gap; C = 1 → grayscale, C = 3 → RGB. Written atomically (temp file in the same dir, then rename).
 ///

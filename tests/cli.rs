@@ -69,6 +69,9 @@ fn bad_training_input_gets_one_clear_error() {
         &["--classes", "no labels"],
     );
     fails_with(&with(TINY, &["--class-dropout", "1.5"]), &["--class-dropout"]);
+    // Like --dropout, 1 is refused (the class embedding would never train).
+    fails_with(&with(TINY, &["--class-dropout", "1"]), &["--class-dropout", "[0, 1)"]);
+    fails_with(&with(TINY, &["--dropout", "1"]), &["dropout", "[0, 1)"]);
     fails_with(&["train", "--model", "no-such-preset"], &["no-such-preset"]);
     fails_with(&with(TINY, &["--batch-size", "0"]), &["--batch-size"]);
     fails_with(
@@ -495,5 +498,309 @@ fn bad_numbers_and_configs_are_refused_by_name() {
     );
     fails_with(&["info", "--model", path], &["block_out_channels"]);
     assert!(!Path::new(out).exists(), "nothing is created for refused input");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A folder of `n` different 8×8 grey PNG images.
+fn image_folder(dir: &Path, n: u8) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y * 3 + i as u32 * 20) as u8]))
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn train_config(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("train_config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn resume_keeps_the_data_and_applies_or_refuses_each_flag() {
+    let dir = tmp("resume-flags");
+    let data = image_folder(&dir.join("data"), 6);
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    // A relative --data path, stored absolute.
+    let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .current_dir(&dir)
+        .args(with(
+            TINY,
+            &["--data", "data", "--out", "run", "--steps", "2", "--batch-size", "2"],
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        train_config(&run)["data"].as_str().map(PathBuf::from),
+        Some(std::path::absolute(&data).unwrap())
+    );
+
+    // Resumed from another directory: the run's own data, a lower --lr applied and said so.
+    let out = ddpm(&["train", "--resume", run_s, "--steps", "3", "--lr", "0.0005"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("data: 6 images"), "trains on the run's data: {err}");
+    assert!(err.contains("--lr: 0.001 → 0.0005"), "says what it applies: {err}");
+    let cfg = train_config(&run);
+    assert_eq!((cfg["steps"].as_u64(), cfg["lr"].as_f64()), (Some(3), Some(0.0005)));
+
+    // What would no longer continue the same run is refused by name, and nothing changes.
+    let other = image_folder(&dir.join("other"), 3);
+    for (flag, value) in [
+        ("--batch-size", "4"),
+        ("--seed", "7"),
+        ("--init", "pytorch"),
+        ("--data", other.to_str().unwrap()),
+        ("--dropout", "0.3"),
+        ("--schedule", "cosine"),
+    ] {
+        fails_with(
+            &["train", "--resume", run_s, "--steps", "5", flag, value],
+            &[flag, "a resumed run keeps it", run_s],
+        );
+    }
+    assert_eq!(train_config(&run), cfg, "a refused resume changes nothing");
+    // Given unchanged, they are fine; a step count the run has reached is not.
+    fails_with(
+        &["train", "--resume", run_s, "--steps", "3", "--batch-size", "2"],
+        &["at step 3", "--steps above 3"],
+    );
+    fails_with(&with(TINY, &["--steps", "0"]), &["--steps must be at least 1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A tiny run of one step, for the sampling commands.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let out = ddpm(&with(
+        TINY,
+        &["--out", run.to_str().unwrap(), "--steps", "1", "--batch-size", "2"],
+    ));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run
+}
+
+#[test]
+fn sampling_commands_check_their_input_and_report_progress() {
+    let dir = tmp("sample-input");
+    let run = tiny_run(&dir);
+    let run_s = run.to_str().unwrap();
+    // Grids are PNG: another extension is refused before any sampling.
+    let jpg = dir.join("x.jpg");
+    fails_with(
+        &["sample", "--model", run_s, "--out", jpg.to_str().unwrap()],
+        &["x.jpg", ".png"],
+    );
+    fails_with(
+        &["interpolate", "--model", run_s, "--out", jpg.to_str().unwrap()],
+        &["x.jpg", ".png"],
+    );
+    assert!(!jpg.exists());
+    // A broken image is named as the user gave it.
+    let good = image_folder(&dir.join("imgs"), 1).join("0.png");
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.join("truncated.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &[
+            "interpolate",
+            "--model",
+            run_s,
+            "--image-a",
+            cut.to_str().unwrap(),
+            "--image-b",
+            good.to_str().unwrap(),
+        ],
+        &[cut.to_str().unwrap()],
+    );
+    // NaN weights are refused on load, not sampled into black images.
+    let unet = run.join("unet");
+    let (cfg, table, mut flat) = ddpm_gpu::model::load_folder(&unet).unwrap();
+    flat[7] = f32::NAN;
+    let broken = dir.join("broken");
+    ddpm_gpu::model::save_folder(&broken, &cfg, &table, &flat).unwrap();
+    fails_with(
+        &["sample", "--model", broken.to_str().unwrap()],
+        &["diffusion_pytorch_model.safetensors", "1 of", "NaN"],
+    );
+    // Into a pipe, where no bar draws, progress comes as plain lines.
+    let png = dir.join("grid.png");
+    let out = ddpm(&[
+        "sample",
+        "--model",
+        run_s,
+        "--images",
+        "2",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("5/5 denoising steps"), "a progress line: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Run `args`, send `signal` once stderr shows `ready`, and return what the command did.
+fn interrupt_when(args: &[&str], ready: &str, signal: &str) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains(ready) {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "{args:?} ended before '{ready}': {seen}"
+        );
+        seen += &line;
+    }
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    stderr.read_to_string(&mut seen).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = seen.into_bytes();
+    out
+}
+
+#[test]
+fn ctrl_c_stops_sampling_and_writes_nothing() {
+    let dir = tmp("sample-int");
+    let run = tiny_run(&dir);
+    let run_s = run.to_str().unwrap();
+    let png = dir.join("grid.png");
+    let strip = dir.join("strip.png");
+    let sample = [
+        "sample",
+        "--model",
+        run_s,
+        "--images",
+        "64",
+        "--out",
+        png.to_str().unwrap(),
+    ];
+    let interpolate = [
+        "interpolate",
+        "--model",
+        run_s,
+        "--lambdas",
+        "64",
+        "--out",
+        strip.to_str().unwrap(),
+    ];
+    let eval = ["eval", "--model", run_s, "--images", "64", "--all-timesteps"];
+    for (args, signal) in [(&sample[..], "INT"), (&interpolate[..], "TERM"), (&eval[..], "INT")] {
+        let out = interrupt_when(args, "adapter:", signal);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{args:?} stops on SIG{signal}: {err}");
+        assert!(err.contains("interrupted: nothing written"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!png.exists() && !strip.exists(), "no partial output");
+
+    // Training's end-of-run sampling: the run is saved, no grid is written.
+    let run2 = dir.join("run2");
+    let out = interrupt_when(
+        &[
+            "train",
+            "--model",
+            "tiny",
+            "--out",
+            run2.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--sample-images",
+            "64",
+        ],
+        "run folder:",
+        "INT",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(run2.join("train_state.safetensors").exists(), "{err}");
+    assert!(!run2.join("samples").join("step_0000001.png").exists(), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_backend_this_machine_lacks_is_named() {
+    if cfg!(target_os = "macos") {
+        println!("skipped: this machine has Metal");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        .env("WGPU_BACKEND", "metal")
+        .args(["info"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WGPU_BACKEND=metal"),
+        "names the variable, not a driver to install: {err}"
+    );
+    assert!(!err.contains("apt-get"), "{err}");
+}
+
+#[test]
+fn memory_and_cost_are_told_before_the_run() {
+    let dir = tmp("cost");
+    // A model far larger than its data: refused with the numbers, not aborted or OOM-killed.
+    let mut cfg = ddpm_gpu::model::UNetConfig::preset("tiny").unwrap();
+    cfg.sample_size = Some(100_000);
+    let path = dir.join("huge.json");
+    std::fs::write(&path, cfg.to_json()).unwrap();
+    fails_with(
+        &[
+            "train",
+            "--model",
+            path.to_str().unwrap(),
+            "--sample-images",
+            "0",
+            "--out",
+            dir.join("r1").to_str().unwrap(),
+        ],
+        &["10000 training images", "GiB", "sample_size", "28×28"],
+    );
+    // A batch larger than the data is said to be one; the first step is timed into an estimate.
+    let data = image_folder(&dir.join("data"), 3);
+    let out = ddpm(&with(
+        TINY,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--batch-size",
+            "6",
+            "--steps",
+            "3",
+            "--out",
+            dir.join("r2").to_str().unwrap(),
+        ],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("--batch-size 6 is larger than the data (3 images)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the first step took") && err.contains("the 2 steps left will take about"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

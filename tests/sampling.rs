@@ -4,6 +4,8 @@
 //! `diffusion::eval::bits_per_dim` against a plain CPU loop over the terms of eq. 5.
 
 mod common;
+use std::ops::ControlFlow;
+
 use common::*;
 
 use ddpm_gpu::data::{self, Source};
@@ -230,7 +232,15 @@ fn bits_per_dim_sums_the_terms_of_a_cpu_loop() {
         middle: None,
         seed: 11,
     };
-    let got = bits_per_dim(&schedule, &x0, images, &opts, |t, x| net.eps(t, x), |_, _| {});
+    let got = bits_per_dim(
+        &schedule,
+        &x0,
+        images,
+        &opts,
+        |t, x| net.eps(t, x),
+        |_, _| ControlFlow::Continue(()),
+    )
+    .expect("never stopped");
 
     // The same loop written out: per t one network call for all images, then eq. 5 term by term.
     let ac = &schedule.alphas_cumprod;
@@ -327,8 +337,9 @@ fn bits_per_dim_sums_the_terms_of_a_cpu_loop() {
             ..opts
         },
         |t, x| net.eps(t, x),
-        |_, _| {},
-    );
+        |_, _| ControlFlow::Continue(()),
+    )
+    .expect("never stopped");
     println!(
         "estimate from 5 middle timesteps {:?}: {:.4} bits/dim",
         est.middle_timesteps, est.total

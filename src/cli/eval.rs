@@ -2,7 +2,9 @@
 //! the paper: L_T + Σ L_{t−1} + L_0, eq. 5), the ε of every timestep from the U-Net on the GPU,
 //! the terms on the CPU (`diffusion::eval`).
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -13,7 +15,6 @@ use ddpm_gpu::diffusion::vlb::VlbOptions;
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::load_folder;
 use ddpm_gpu::viz::{self, PlotOptions, YScale};
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -107,6 +108,8 @@ fn write_rate_distortion(path: &Path, r: &Bpd, t_count: usize) -> Result<()> {
 }
 
 pub fn run(opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
+    // Installed first, so Ctrl-C at any moment gets the clean stop.
+    let stop = super::stop_flag()?;
     if args.images == 0 {
         bail!("--images must be at least 1");
     }
@@ -148,24 +151,33 @@ pub fn run(opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
         .map(|c| c.to_vec())
         .collect();
     let evals_per_batch = middle.map_or(t_count, |k| k.min(t_count - 1) + 1);
-    let bar = ProgressBar::new((batches.len() * evals_per_batch) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} network evaluations [{elapsed_precise} < {eta_precise}]")
-            .expect("template"),
-    );
+    let mut progress = super::Progress::new(batches.len() * evals_per_batch, "network evaluations");
     let mut parts = Vec::new();
     for (b, rows) in batches.iter().enumerate() {
         let mut net = EpsNet::new(&gpu, &cfg, &table, &weights, rows.len())?;
-        parts.push(bits_per_dim(
+        let part = bits_per_dim(
             &schedule,
             &ds.batch(rows),
             rows.len(),
             &bpd_opts,
             |t, x_t| net.eps(t, x_t),
-            |i, _| bar.set_position((b * evals_per_batch + i) as u64),
-        ));
+            |i, _| {
+                progress.set(b * evals_per_batch + i);
+                if stop.load(Ordering::SeqCst) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+        let Some(part) = part else {
+            progress.finish();
+            eprintln!("interrupted: nothing written");
+            return Err(super::Interrupted.into());
+        };
+        parts.push(part);
     }
-    bar.finish();
+    progress.finish();
     let r = Bpd::combine(&parts);
     let what = if r.exact {
         format!("all {t_count} timesteps")

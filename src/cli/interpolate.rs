@@ -5,11 +5,11 @@
 //! by the reverse process from t, with the same noise for every λ (so the pictures differ only
 //! through λ). The strip written is [x₀ᵃ, decoded λ = 0 … 1, x₀ᵇ].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use ddpm_gpu::data::{self, Dataset, Source};
+use ddpm_gpu::data::{self, Source};
 use ddpm_gpu::diffusion::eval::{interpolate, lambdas, q_sample};
 use ddpm_gpu::diffusion::sampler::{ddpm_chain, SampleOptions, Sampler};
 use ddpm_gpu::diffusion::schedule::Schedule;
@@ -18,7 +18,6 @@ use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::load_folder;
 use ddpm_gpu::reference::rng;
 use ddpm_gpu::viz;
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct InterpolateArgs {
@@ -54,31 +53,13 @@ pub struct InterpolateArgs {
     out: PathBuf,
 }
 
-/// Two PNG/JPEG files converted to the model's channels and size exactly as a training folder
-/// (they are linked into a temporary folder and loaded with `data::load`).
-fn load_files(a: &Path, b: &Path, channels: usize, size: usize) -> Result<Dataset> {
-    let dir = std::env::temp_dir().join(format!("ddpm-gpu-interpolate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = (|| {
-        for (i, (flag, path)) in [("--image-a", a), ("--image-b", b)].into_iter().enumerate() {
-            let ext = path
-                .extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .filter(|e| ["png", "jpg", "jpeg"].contains(&e.as_str()))
-                .with_context(|| format!("{flag} {}: expected a .png, .jpg or .jpeg file", path.display()))?;
-            std::fs::copy(path, dir.join(format!("{i}.{ext}")))
-                .with_context(|| format!("{flag} {}: cannot read the file", path.display()))?;
-        }
-        data::load(&Source::Path(dir.clone()), channels, size)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
 pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
+    // Installed first, so Ctrl-C at any moment gets the clean stop.
+    let stop = super::stop_flag()?;
     if args.lambdas < 2 {
         bail!("--lambdas {}: expected at least 2 values of λ", args.lambdas);
     }
+    viz::check_png_name("--out", &args.out)?;
     let (unet_dir, sched) = super::sample::locate(&args.model)?;
     let schedule = Schedule::new(&sched);
     let t_count = schedule.len();
@@ -90,7 +71,14 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
     let size = cfg.sample_size();
     let (x0_a, x0_b) = match (&args.image_a, &args.image_b) {
         (Some(a), Some(b)) => {
-            let ds = load_files(a, b, cfg.in_channels, size)?;
+            for (flag, path) in [("--image-a", a), ("--image-b", b)] {
+                let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+                if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+                    bail!("{flag} {}: expected a .png, .jpg or .jpeg file", path.display());
+                }
+            }
+            // Converted to the model's channels and size exactly as a training folder's images.
+            let ds = data::load_files(&[a.clone(), b.clone()], cfg.in_channels, size)?;
             (ds.batch(&[0]), ds.batch(&[1]))
         }
         _ => {
@@ -121,14 +109,14 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
         clip: sched.clip_sample,
     };
     let chain = ddpm_chain(&schedule, t, &o, true);
-    let bar = ProgressBar::new(chain.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} denoising steps [{elapsed_precise} < {eta_precise}]")
-            .expect("template"),
-    );
+    let mut progress = super::Progress::new(chain.len(), "denoising steps");
     sampler.set_x(&batch);
-    let decoded = sampler.run(&chain, |i, _| bar.set_position(i as u64 + 1));
-    bar.finish();
+    let decoded = sampler.run_until(&chain, &stop, |i, _| progress.set(i + 1));
+    progress.finish();
+    let Some(decoded) = decoded else {
+        eprintln!("interrupted: nothing written");
+        return Err(super::Interrupted.into());
+    };
 
     let strip: Vec<f32> = [x0_a.as_slice(), &decoded, &x0_b].concat();
     let cells = ls.len() + 2;

@@ -8,9 +8,13 @@ pub mod score;
 pub mod train;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ddpm_gpu::model::UNetConfig;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// A command stopped by Ctrl-C or a termination signal after saving what it had: `main` exits
 /// with status 130 (128 + SIGINT), so `train && sample` does not go on as if it had finished.
@@ -24,6 +28,83 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+/// Set when Ctrl-C, SIGTERM (what `timeout`, schedulers and container stops send) or SIGHUP
+/// arrives. The handler is installed on first use, once per process; commands check the flag
+/// between steps, stop within one and return [`Interrupted`] without writing partial output.
+pub fn stop_flag() -> Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(flag) = FLAG.get() {
+        return Ok(flag.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let setter = flag.clone();
+    ctrlc::set_handler(move || setter.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+    Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+/// Progress through `len` steps of something (denoising steps, network evaluations): a bar on a
+/// terminal; into a file or pipe (CI, nohup, schedulers), where a bar would not draw, a plain
+/// line every 30 s with the elapsed time and an estimate of the time left.
+pub struct Progress {
+    bar: ProgressBar,
+    what: String,
+    start: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new(len: usize, what: &str) -> Progress {
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}} < {{eta_precise}}]"
+            ))
+            .expect("progress template"),
+        );
+        Progress {
+            bar,
+            what: what.to_string(),
+            start: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    /// `done` of the steps are done.
+    pub fn set(&mut self, done: usize) {
+        self.bar.set_position(done as u64);
+        let len = self.bar.length().unwrap_or(0) as usize;
+        if self.bar.is_hidden() && done > 0 && (self.last_line.elapsed().as_secs() >= 30 || done == len) {
+            self.last_line = Instant::now();
+            let elapsed = self.start.elapsed().as_secs_f64();
+            let left = elapsed / done as f64 * len.saturating_sub(done) as f64;
+            eprintln!(
+                "{done}/{len} {}  elapsed {}  about {} left",
+                self.what,
+                duration(elapsed),
+                duration(left)
+            );
+        }
+    }
+
+    /// Remove the bar (the plain lines stay).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// "0.4s", "42s", "3m07s", "1h05m".
+pub fn duration(secs: f64) -> String {
+    if secs < 9.95 {
+        return format!("{:.1}s", secs.max(0.0));
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
 
 /// `--model` for training: a preset name or a path to a diffusers `config.json`.
 pub fn model_config(spec: &str) -> Result<UNetConfig> {

@@ -10,7 +10,6 @@ use ddpm_gpu::diffusion::schedule::{Schedule, SchedulerConfig, VarianceType};
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::load_folder;
 use ddpm_gpu::viz;
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// The reverse process to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -187,9 +186,12 @@ fn spread(len: usize, k: usize) -> Vec<usize> {
 }
 
 pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
+    // Installed first, so Ctrl-C at any moment gets the clean stop.
+    let stop = super::stop_flag()?;
     if args.images == 0 {
         bail!("--images must be at least 1");
     }
+    viz::check_png_name("--out", &args.out)?;
     let (unet_dir, sched) = locate(&args.model)?;
     let schedule = Schedule::new(&sched);
     let chain = chain(args, &sched, &schedule)?;
@@ -210,21 +212,21 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
         Some(l) => Sampler::conditional(&gpu, &cfg, &table, &weights, l, args.guidance.unwrap_or(1.0))?,
         None => Sampler::new(&gpu, &cfg, &table, &weights, args.images)?,
     };
-    let bar = ProgressBar::new(chain.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} denoising steps [{elapsed_precise} < {eta_precise}]")
-            .expect("template"),
-    );
+    let mut progress = super::Progress::new(chain.len(), "denoising steps");
     // x̂₀ of every image at each snapshot step, in chain order.
     let mut x0_preds = Vec::new();
     sampler.draw_noise(args.seed);
-    let images = sampler.run(&chain, |i, s| {
+    let images = sampler.run_until(&chain, &stop, |i, s| {
         if snapshots.contains(&i) {
             x0_preds.push(s.read_x0_pred());
         }
-        bar.set_position(i as u64 + 1);
+        progress.set(i + 1);
     });
-    bar.finish();
+    progress.finish();
+    let Some(images) = images else {
+        eprintln!("interrupted: nothing written");
+        return Err(super::Interrupted.into());
+    };
     let size = cfg.sample_size();
     let (c, n) = (cfg.out_channels, args.images);
     // Cycling classes: one class per column.

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -65,7 +64,7 @@ pub struct TrainArgs {
     init: Option<ddpm_gpu::diffusion::trainer::Init>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Dropout probability in the res blocks (overrides the model config).
+    /// Dropout probability in the res blocks, in [0, 1) (overrides the model config).
     #[arg(long)]
     dropout: Option<f32>,
     /// Random horizontal flips: true or false.
@@ -92,15 +91,15 @@ pub struct TrainArgs {
     /// and score.png: true (default; needs labelled data) or false.
     #[arg(long, value_name = "BOOL")]
     score: Option<bool>,
-    /// Noise schedule: linear (the paper) or cosine (Nichol & Dhariwal).
-    #[arg(long, default_value = "linear")]
-    schedule: String,
+    /// Noise schedule: linear (the paper; default) or cosine (Nichol & Dhariwal).
+    #[arg(long)]
+    schedule: Option<String>,
     /// Class-conditional training on the dataset's labels, for classifier-free guidance at
     /// sampling (`sample --class C --guidance S`): adds a class embedding of one row per class
     /// plus a "no class" row (diffusers `num_class_embeds`).
     #[arg(long, conflicts_with = "resume")]
     classes: bool,
-    /// Probability that a training image's label is replaced by "no class" (default 0.1).
+    /// Probability that a training image's label is replaced by "no class", in [0, 1) (default 0.1).
     #[arg(long, value_name = "P")]
     class_dropout: Option<f64>,
 }
@@ -137,6 +136,115 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
         micro_batch,
         class_dropout
     );
+    if let Some(data) = &args.data {
+        cfg.data = Some(absolute(data)?);
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// `--data` as an absolute path, stored in train_config.json for `--resume`.
+fn absolute(data: &Path) -> Result<PathBuf> {
+    std::path::absolute(data).with_context(|| format!("--data {}: not a usable path", data.display()))
+}
+
+/// A config value as train_config.json writes it, without quotes.
+fn show<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+fn beta_schedule(name: &str) -> Result<BetaSchedule> {
+    Ok(match name {
+        "linear" => BetaSchedule::Linear,
+        "cosine" | "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
+        other => bail!("--schedule: unknown schedule '{other}' (expected linear or cosine)"),
+    })
+}
+
+/// The config of a resumed run: the one stored in its folder, with each flag given beside
+/// `--resume` either applied from the resumed step on (said in one line: a lower `--lr` after a
+/// divergence is a real use) or, where it would no longer continue the same run, refused by name.
+/// None is ignored.
+fn resume_config(
+    args: &TrainArgs,
+    mut cfg: TrainConfig,
+    model: &UNetConfig,
+    sched: &SchedulerConfig,
+    dir: &Path,
+) -> Result<TrainConfig> {
+    let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+    let refuse = |what: String, stored: String| -> Result<TrainConfig> {
+        bail!(
+            "{what}: the run in {} was trained with {stored}, and a resumed run keeps it \
+             (start a new run with --out to change it; nothing was changed)",
+            dir.display()
+        )
+    };
+    // What fixes the run's draws, its weights or its data.
+    macro_rules! refuse_changed {
+        ($($f:ident),*) => { $(
+            if let Some(v) = &args.$f {
+                if *v != cfg.$f {
+                    return refuse(format!("{} {}", flag(stringify!($f)), show(v)), show(&cfg.$f));
+                }
+            }
+        )* };
+    }
+    refuse_changed!(batch_size, seed, init);
+    if let Some(data) = &args.data {
+        if Some(absolute(data)?) != cfg.data {
+            let stored = cfg
+                .data
+                .as_ref()
+                .map_or("the built-in MNIST digits".into(), |p| p.display().to_string());
+            return refuse(format!("--data {}", data.display()), stored);
+        }
+    }
+    if let Some(p) = args.dropout {
+        if p != model.dropout {
+            return refuse(format!("--dropout {p}"), format!("dropout {}", model.dropout));
+        }
+    }
+    if let Some(name) = &args.schedule {
+        if beta_schedule(name)? != sched.beta_schedule {
+            return refuse(
+                format!("--schedule {name}"),
+                format!("the {} schedule", show(&sched.beta_schedule)),
+            );
+        }
+    }
+    // What may change between steps: applied from the resumed step on.
+    macro_rules! apply {
+        ($($f:ident),*) => { $(
+            if let Some(v) = args.$f {
+                if v != cfg.$f {
+                    eprintln!("{}: {} → {} from here on", flag(stringify!($f)), show(&cfg.$f), show(&v));
+                    cfg.$f = v;
+                }
+            }
+        )* };
+    }
+    apply!(
+        steps,
+        lr,
+        warmup,
+        grad_clip,
+        ema_decay,
+        ema_warmup_power,
+        flip,
+        log_every,
+        checkpoint_every,
+        sample_every,
+        sample_images,
+        sample_steps,
+        score,
+        micro_batch,
+        class_dropout
+    );
     cfg.validate()?;
     Ok(cfg)
 }
@@ -157,11 +265,9 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             let sched = SchedulerConfig::load(&run.scheduler().join("scheduler_config.json"))?;
             let text = std::fs::read_to_string(run.train_config())
                 .with_context(|| format!("reading {}", run.train_config().display()))?;
-            let mut cfg: TrainConfig =
+            let stored: TrainConfig =
                 serde_json::from_str(&text).with_context(|| format!("{}: invalid", run.train_config().display()))?;
-            if let Some(steps) = args.steps {
-                cfg.steps = steps; // a resumed run may be extended
-            }
+            let cfg = resume_config(args, stored, &model, &sched, dir)?;
             (run, model, sched, cfg)
         }
         None => {
@@ -172,11 +278,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             }
             let cfg = train_config(args, &args.model)?;
             let mut sched = SchedulerConfig::paper();
-            sched.beta_schedule = match args.schedule.as_str() {
-                "linear" => BetaSchedule::Linear,
-                "cosine" | "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
-                other => bail!("--schedule: unknown schedule '{other}' (expected linear or cosine)"),
-            };
+            sched.beta_schedule = beta_schedule(args.schedule.as_deref().unwrap_or("linear"))?;
             // The folder is claimed (created, or found empty) only once everything is ready.
             let root = args.out.clone().unwrap_or_default();
             if let Some(out) = &args.out {
@@ -185,11 +287,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             (RunDir { root }, model, sched, cfg)
         }
     };
-    if args.resume.is_some() {
-        cfg.validate()?;
-    }
-
-    let source = match &args.data {
+    let source = match &cfg.data {
         Some(p) => Source::Path(p.clone()),
         None => Source::BuiltinMnist,
     };
@@ -213,6 +311,15 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         dataset.channels,
         ddpm_gpu::model::ParamTable::new(&model).count()
     );
+    if cfg.batch_size > dataset.n {
+        eprintln!(
+            "warning: --batch-size {} is larger than the data ({} images): every step repeats images, \
+             and costs {:.0}× a pass over the whole data set",
+            cfg.batch_size,
+            dataset.n,
+            cfg.batch_size as f64 / dataset.n as f64
+        );
+    }
 
     let t_count = ddpm_gpu::diffusion::schedule::Schedule::new(&sched).len();
     if cfg.sample_steps > t_count {
@@ -243,8 +350,18 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     let _lock = if args.resume.is_some() {
         let lock = FolderLock::take(&run.root)?;
         trainer.load_state(&run.state())?;
+        if cfg.steps <= trainer.step {
+            bail!(
+                "--resume {0}: the run is at step {1} and trains to step {2}; give --steps above {1} to extend it",
+                run.root.display(),
+                trainer.step,
+                cfg.steps
+            );
+        }
         eprintln!("resumed {} at step {}", run.root.display(), trainer.step);
         truncate_metrics(&run.metrics(), trainer.step)?;
+        // The config as the run now continues: extended steps, flags applied.
+        ddpm_gpu::files::write_atomic(&run.train_config(), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
         lock
     } else {
         run.root = match &args.out {
@@ -264,14 +381,8 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         save_folder(&run.unet(), &model, &trainer.table, &weights)?;
         lock
     };
+    let stop = super::stop_flag()?;
     eprintln!("run folder: {}", run.root.display());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Ctrl-C, SIGTERM (what `timeout`, schedulers and container stops send) and SIGHUP alike.
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-    }
     let flops_per_step = 3.0 * trainer.forward_flops();
     let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.step as u64);
     bar.set_style(
@@ -286,21 +397,42 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     let mut window = (Instant::now(), trainer.step);
     let (run_start, first_step) = (Instant::now(), trainer.step);
     let mut last_line = Instant::now();
+    // The step of the newest checkpoint on disk (a resumed run starts at one).
+    let mut saved_step = (trainer.step > 0).then_some(trainer.step);
     while trainer.step < cfg.steps {
         trainer.run_step();
         let step = trainer.step;
+        if step == first_step + 1 && cfg.steps > step {
+            // Timed, so a user knows at once whether the run takes minutes or hours here.
+            trainer.read_loss();
+            let secs = run_start.elapsed().as_secs_f64();
+            bar.suspend(|| {
+                eprintln!(
+                    "the first step took {}: the {} steps left will take about {} on this adapter, plus sampling",
+                    super::duration(secs),
+                    cfg.steps - step,
+                    super::duration(secs * (cfg.steps - step) as f64)
+                )
+            });
+        }
         let last = step == cfg.steps;
-        let interrupted = stop.load(Ordering::SeqCst);
+        let mut interrupted = stop.load(Ordering::SeqCst);
         let save = last || interrupted || step % cfg.checkpoint_every == 0;
         // The loss is always checked before a checkpoint, so a diverged state is never saved.
         if step % cfg.log_every == 0 || save {
             let (loss, grad_norm) = trainer.read_loss();
             if !loss.is_finite() || !grad_norm.is_finite() {
                 bar.abandon();
+                let kept = match saved_step {
+                    Some(s) => format!("The last good checkpoint (step {s}) in {} is kept", run.root.display()),
+                    None => format!(
+                        "No checkpoint was written yet (the first comes at step {})",
+                        cfg.checkpoint_every.min(cfg.steps)
+                    ),
+                };
                 bail!(
                     "the loss became {loss} at step {step} (gradient norm {grad_norm}); training stopped. \
-                     The last good checkpoint in {} is kept; try a lower --lr",
-                    run.root.display()
+                     {kept}; try a lower --lr"
                 );
             }
             let secs = window.0.elapsed().as_secs_f64();
@@ -321,18 +453,27 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
                 eprintln!(
                     "step {step}/{}  loss {loss:.4}  {ips:.1} img/s  elapsed {}  about {} left",
                     cfg.steps,
-                    duration(run_start.elapsed().as_secs_f64()),
-                    duration(left)
+                    super::duration(run_start.elapsed().as_secs_f64()),
+                    super::duration(left)
                 );
             }
         }
         bar.set_position(step as u64);
         if save {
             checkpoint(&trainer, &run)?;
+            saved_step = Some(step);
         }
         if !last && cfg.sample_every > 0 && cfg.sample_images > 0 && step % cfg.sample_every == 0 {
-            let images = sample_grid(&gpu, &trainer, &sched, &run, step)?;
-            score_grid(&gpu, scorer.as_ref(), &images, &run, step, &mut metrics)?;
+            match sample_grid(&gpu, &trainer, &sched, &run, step, &stop)? {
+                Some(images) => score_grid(&gpu, scorer.as_ref(), &images, &run, step, &mut metrics)?,
+                // Stopped while sampling: save this step unless it was just saved.
+                None if !save => {
+                    checkpoint(&trainer, &run)?;
+                    saved_step = Some(step);
+                    interrupted = true;
+                }
+                None => interrupted = true,
+            }
         }
         if interrupted {
             bar.abandon_with_message(format!("interrupted: checkpoint saved at step {step}"));
@@ -342,7 +483,15 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     }
     bar.finish();
     if cfg.sample_images > 0 && trainer.step > 0 {
-        let images = sample_grid(&gpu, &trainer, &sched, &run, trainer.step)?;
+        let Some(images) = sample_grid(&gpu, &trainer, &sched, &run, trainer.step, &stop)? else {
+            eprintln!(
+                "interrupted while sampling the end-of-run grid; training finished and step {} is saved: \
+                 draw samples with `ddpm-gpu sample --model {}`",
+                trainer.step,
+                run.root.display()
+            );
+            return Err(super::Interrupted.into());
+        };
         score_grid(&gpu, scorer.as_ref(), &images, &run, trainer.step, &mut metrics)?;
     }
     eprintln!("done: {}", run.root.display());
@@ -376,16 +525,6 @@ fn check_new_run_folder(out: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// "1h02m", "4m05s", "12s".
-fn duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
 }
 
 /// diffusers' pipeline index, so `DDPMPipeline.from_pretrained(run_folder)` works.
@@ -444,8 +583,16 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     )
 }
 
-/// A grid of samples from the EMA weights into `samples/step_XXXXXXX.png`.
-fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunDir, step: usize) -> Result<Vec<f32>> {
+/// A grid of samples from the EMA weights into `samples/step_XXXXXXX.png`; `None` (nothing
+/// written) when `stop` is set while sampling.
+fn sample_grid(
+    gpu: &Gpu,
+    trainer: &Trainer,
+    sched: &SchedulerConfig,
+    run: &RunDir,
+    step: usize,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<f32>>> {
     let n = trainer.cfg.sample_images;
     // A class-conditional model samples image i from class i mod classes, one class per column.
     let m = &trainer.model;
@@ -483,17 +630,20 @@ fn sample_grid(gpu: &Gpu, trainer: &Trainer, sched: &SchedulerConfig, run: &RunD
             ddim_chain(&schedule, steps, Spacing::Leading, &opts, seed)
         }
     };
-    let bar = ProgressBar::new(chain.len() as u64).with_message("sampling");
+    let mut progress = super::Progress::new(chain.len(), &format!("denoising steps of the step-{step} grid"));
     sampler.draw_noise(seed);
-    let images = sampler.run(&chain, |i, _| bar.set_position(i as u64 + 1));
-    bar.finish_and_clear();
+    let images = sampler.run_until(&chain, stop, |i, _| progress.set(i + 1));
+    progress.finish();
+    let Some(images) = images else {
+        return Ok(None);
+    };
     let dir = run.root.join("samples");
     std::fs::create_dir_all(&dir)?;
     let size = m.sample_size();
     let path = dir.join(format!("step_{step:07}.png"));
     viz::save_grid(&path, &images, n, m.out_channels, size, size, cols, 2)?;
     eprintln!("samples: {}", path.display());
-    Ok(images)
+    Ok(Some(images))
 }
 
 /// Score a sample grid's images into metrics.jsonl (one line with the step and the keys of

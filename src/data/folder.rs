@@ -57,8 +57,14 @@ pub(crate) fn load(dir: &Path, channels: usize, size: usize) -> Result<Dataset> 
             dir.display()
         );
     }
-    let mut images = Vec::with_capacity(files.len() * channels * size * size);
-    for path in &files {
+    load_files(&files, channels, size)
+}
+
+/// Load the given PNG/JPEG files, in order, converted to `channels` × `size` × `size`; errors
+/// name the file.
+pub fn load_files(files: &[PathBuf], channels: usize, size: usize) -> Result<Dataset> {
+    let mut images = super::image_buffer(files.len(), channels, size, None)?;
+    for path in files {
         let (px, c, h, w) = decode(path)?;
         if h == 0 || w == 0 {
             bail!("image {} is empty ({w}×{h} pixels)", path.display());

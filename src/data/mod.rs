@@ -8,6 +8,8 @@ mod cifar;
 mod folder;
 mod idx;
 
+pub use folder::load_files;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -120,9 +122,41 @@ fn load_path(path: &Path, channels: usize, size: usize) -> Result<Dataset> {
     }
 }
 
+/// Room for `n` images of `channels` × `size` × `size` floats, or a clear error when they would
+/// not fit in this machine's available memory: a model far larger than its data (a config's
+/// `sample_size` of 512 for 28×28 digits) would otherwise end in the OOM killer or an abort.
+pub(crate) fn image_buffer(n: usize, channels: usize, size: usize, native: Option<(usize, usize)>) -> Result<Vec<f32>> {
+    let floats = n
+        .checked_mul(channels)
+        .and_then(|v| v.checked_mul(size))
+        .and_then(|v| v.checked_mul(size));
+    let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
+    let needed = floats.map_or(f64::INFINITY, |f| f as f64 * 4.0);
+    let available = crate::files::available_memory();
+    let mut images = Vec::new();
+    let reserved = match (floats, available) {
+        (Some(f), Some(a)) if needed <= a as f64 => images.try_reserve_exact(f).is_ok(),
+        (Some(f), None) => images.try_reserve_exact(f).is_ok(),
+        _ => false,
+    };
+    if !reserved {
+        let have = available.map_or(String::new(), |a| format!(" ({:.1} GiB available)", gib(a as f64)));
+        let hint = match native {
+            Some((h, w)) => format!("the images are {h}×{w}"),
+            None => "see the images' own size".into(),
+        };
+        bail!(
+            "{n} training images at the model's size {channels}×{size}×{size} need {:.1} GiB of memory{have}; \
+             use a model whose sample_size is nearer the data's ({hint})",
+            gib(needed)
+        );
+    }
+    Ok(images)
+}
+
 fn convert_raw(raw: Raw, channels: usize, size: usize) -> Result<Dataset> {
     let per = raw.c * raw.h * raw.w;
-    let mut images = Vec::with_capacity(raw.n * channels * size * size);
+    let mut images = image_buffer(raw.n, channels, size, Some((raw.h, raw.w)))?;
     for i in 0..raw.n {
         convert_image(
             &raw.pixels[i * per..(i + 1) * per],

@@ -12,6 +12,8 @@
 //! (T − 1)/K ([`middle_timesteps`]). The prior needs no network and the decoder term (t = 0) is
 //! always evaluated.
 
+use std::ops::ControlFlow;
+
 use anyhow::Result;
 
 use crate::diffusion::schedule::Schedule;
@@ -145,15 +147,15 @@ pub struct BpdOptions {
 
 /// Bits/dim of `images` images `x0` (N, C, H, W on the 8-bit grid in [−1, 1]) under the model
 /// whose ε_θ(x_t, t) for the whole batch is `eps(t, x_t)`. `progress(i, total)` is called after
-/// each network evaluation.
+/// each network evaluation; when it breaks (Ctrl-C), the evaluation stops there and gives `None`.
 pub fn bits_per_dim(
     schedule: &Schedule,
     x0: &[f32],
     images: usize,
     opts: &BpdOptions,
     mut eps: impl FnMut(usize, &[f32]) -> Vec<f32>,
-    mut progress: impl FnMut(usize, usize),
-) -> Bpd {
+    mut progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+) -> Option<Bpd> {
     assert!(
         images >= 1 && !x0.is_empty() && x0.len().is_multiple_of(images),
         "eval: bad image batch"
@@ -192,12 +194,14 @@ pub fn bits_per_dim(
             term,
             distortion: (sq_err / x0.len() as f64).sqrt(),
         });
-        progress(k + 1, evals.len());
+        if progress(k + 1, evals.len()).is_break() {
+            return None;
+        }
     }
     let priors: Vec<f64> = x0_64.iter().map(|x| prior_bpd(ac, x)).collect();
     let per_image: Vec<f64> = (0..images).map(|i| priors[i] + mids[i] + decs[i]).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / images as f64;
-    Bpd {
+    Some(Bpd {
         prior: mean(&priors),
         middle: mean(&mids),
         decoder: mean(&decs),
@@ -206,7 +210,7 @@ pub fn bits_per_dim(
         middle_timesteps: ts,
         per_image,
         per_timestep,
-    }
+    })
 }
 
 /// A U-Net that maps (t, x_t) of a fixed batch to ε_θ(x_t, t): one submission per call.

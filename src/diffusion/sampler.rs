@@ -13,6 +13,8 @@
 //! with the step's uniforms. After every step the hook of [`Sampler::run`] may read the network's
 //! ε, the predicted x̂₀ and the new x (progressive pictures, tests).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Result;
 
 use crate::diffusion::ddim::{step_pairs, step_params, DdimOptions, Spacing};
@@ -263,7 +265,19 @@ impl Sampler {
     /// Run `chain` from the current x; `after(i, self)` is called after step i (it may read
     /// [`Sampler::read_eps`], [`Sampler::read_x0_pred`], [`Sampler::read_x`]; reading waits for the
     /// GPU). Returns the final x (N, C, H, W).
-    pub fn run(&mut self, chain: &[Step], mut after: impl FnMut(usize, &Sampler)) -> Vec<f32> {
+    pub fn run(&mut self, chain: &[Step], after: impl FnMut(usize, &Sampler)) -> Vec<f32> {
+        self.run_until(chain, &AtomicBool::new(false), after)
+            .expect("never stopped")
+    }
+
+    /// [`Sampler::run`], stopping after the step during which `stop` became true (Ctrl-C):
+    /// `None` then.
+    pub fn run_until(
+        &mut self,
+        chain: &[Step],
+        stop: &AtomicBool,
+        mut after: impl FnMut(usize, &Sampler),
+    ) -> Option<Vec<f32>> {
         let n = self.x.len();
         let image_len = n / self.images;
         for (i, step) in chain.iter().enumerate() {
@@ -289,8 +303,11 @@ impl Sampler {
             };
             rec.plan.run();
             after(i, self);
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
         }
-        self.read_x()
+        Some(self.read_x())
     }
 
     /// The current x (N, C, H, W): the start of the chain, or the result of the last step.

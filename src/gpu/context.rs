@@ -72,6 +72,27 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     let mut adapters = enumerate_adapters();
     if adapters.is_empty() {
+        // Installing a driver does not help when the user limited the search to a backend
+        // this machine lacks (e.g. WGPU_BACKEND=metal on Linux).
+        if let Ok(backend) = std::env::var("WGPU_BACKEND") {
+            let all = pollster::block_on(
+                wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
+                    .enumerate_adapters(wgpu::Backends::all()),
+            );
+            let others: Vec<String> = all
+                .iter()
+                .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+                .collect();
+            bail!(
+                "WGPU_BACKEND={backend}: this machine has no adapter of that backend; \
+                 without WGPU_BACKEND wgpu sees: {}",
+                if others.is_empty() {
+                    "none".to_string()
+                } else {
+                    others.join(", ")
+                }
+            );
+        }
         bail!("{NO_ADAPTER_HELP}");
     }
     let wanted = opts.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());

@@ -26,7 +26,17 @@ pub fn load_folder(dir: &Path) -> Result<(UNetConfig, ParamTable, Vec<f32>)> {
     }
     let cfg = UNetConfig::load(&dir.join(checkpoint::CONFIG_FILE))?;
     let table = ParamTable::new(&cfg);
-    let flat = checkpoint::load_weights(&dir.join(checkpoint::WEIGHTS_FILE), &table)?;
+    let weights = dir.join(checkpoint::WEIGHTS_FILE);
+    let flat = checkpoint::load_weights(&weights, &table)?;
+    // NaN weights would sample black images and give a NaN bits/dim without a word.
+    let bad = flat.iter().filter(|w| !w.is_finite()).count();
+    if bad > 0 {
+        anyhow::bail!(
+            "{}: {bad} of {} weights are NaN or infinite (saved from a diverged run?); nothing to sample from",
+            weights.display(),
+            flat.len()
+        );
+    }
     Ok((cfg, table, flat))
 }
 
