@@ -804,3 +804,28 @@ fn memory_and_cost_are_told_before_the_run() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sample_draws_more_images_than_one_pass_holds_in_passes() {
+    let dir = tmp("passes");
+    let run = tiny_run(&dir);
+    let run_s = run.to_str().unwrap();
+    let grid = |name: &str, extra: &[&str]| -> Vec<u8> {
+        let png = dir.join(name);
+        let mut args = vec!["sample", "--model", run_s, "--sampler", "ddim", "--steps", "4"];
+        args.extend(extra);
+        args.extend(["--out", png.to_str().unwrap()]);
+        let out = ddpm(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ddpm_gpu::viz::read_grid(&png, 8).unwrap().0
+    };
+    let one_pass = grid("one.png", &["--images", "2"]);
+    let three = grid("three.png", &["--images", "5", "--batch-size", "2"]);
+    assert_eq!(three.len(), 5 * 64, "5 images of 8×8");
+    assert_eq!(&three[..2 * 64], &one_pass[..], "the first pass is what one pass draws");
+    let img = |v: &[u8], i: usize| v[i * 64..(i + 1) * 64].to_vec();
+    assert_ne!(img(&three, 2), img(&three, 0), "later passes start from other noise");
+    assert_ne!(img(&three, 4), img(&three, 2));
+    fails_with(&["sample", "--model", run_s, "--batch-size", "0"], &["--batch-size"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

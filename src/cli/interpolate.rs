@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use ddpm_gpu::data::{self, Source};
 use ddpm_gpu::diffusion::eval::{interpolate, lambdas, q_sample};
@@ -101,7 +101,8 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     let weights = gpu.tensor(&[table.total], &flat);
-    let mut sampler = Sampler::new(&gpu, &cfg, &table, &weights, ls.len())?;
+    let mut sampler = Sampler::new(&gpu, &cfg, &table, &weights, ls.len())
+        .with_context(|| format!("--lambdas {}: the strip is decoded in one pass", ls.len()))?;
     let o = SampleOptions {
         images: ls.len(),
         seed: args.seed,

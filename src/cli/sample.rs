@@ -29,6 +29,10 @@ pub struct SampleArgs {
     /// Number of images.
     #[arg(long, default_value_t = 16)]
     images: usize,
+    /// Images per pass (default: as many as this adapter holds at once); more are drawn in
+    /// several passes.
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// ddpm: ancestral sampling over all T steps; ddim: deterministic (η = 0) or stochastic DDIM
@@ -118,8 +122,14 @@ pub fn locate(dir: &Path) -> Result<(PathBuf, SchedulerConfig)> {
     Ok((unet, sched))
 }
 
-/// The steps of the chain `args` asks for, validated.
-fn chain(args: &SampleArgs, sched: &SchedulerConfig, schedule: &Schedule) -> Result<Vec<Step>> {
+/// The steps of the chain `args` asks for, validated, for `images` images drawn from `seed`.
+fn chain(
+    args: &SampleArgs,
+    sched: &SchedulerConfig,
+    schedule: &Schedule,
+    images: usize,
+    seed: u64,
+) -> Result<Vec<Step>> {
     let t_count = schedule.len();
     match args.sampler {
         SamplerKind::Ddpm => {
@@ -141,8 +151,8 @@ fn chain(args: &SampleArgs, sched: &SchedulerConfig, schedule: &Schedule) -> Res
                 }
             };
             let o = SampleOptions {
-                images: args.images,
-                seed: args.seed,
+                images,
+                seed,
                 variance,
                 clip: sched.clip_sample,
             };
@@ -166,7 +176,7 @@ fn chain(args: &SampleArgs, sched: &SchedulerConfig, schedule: &Schedule) -> Res
                 ..DdimOptions::default()
             };
             let spacing = args.spacing.unwrap_or(Spacing::Leading);
-            Ok(ddim_chain(schedule, steps, spacing, &opts, args.seed))
+            Ok(ddim_chain(schedule, steps, spacing, &opts, seed))
         }
     }
 }
@@ -191,10 +201,13 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     if args.images == 0 {
         bail!("--images must be at least 1");
     }
+    if args.batch_size == Some(0) {
+        bail!("--batch-size must be at least 1");
+    }
     viz::check_png_name("--out", &args.out)?;
     let (unet_dir, sched) = locate(&args.model)?;
     let schedule = Schedule::new(&sched);
-    let chain = chain(args, &sched, &schedule)?;
+    let chain = chain(args, &sched, &schedule, args.images, args.seed)?;
     let snapshots = match args.progressive {
         Some(k) if !(2..=chain.len()).contains(&k) => bail!(
             "--progressive {k}: expected between 2 and the number of denoising steps ({})",
@@ -208,25 +221,69 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     let weights = gpu.tensor(&[table.total], &flat);
-    let mut sampler = match &labels {
-        Some(l) => Sampler::conditional(&gpu, &cfg, &table, &weights, l, args.guidance.unwrap_or(1.0))?,
-        None => Sampler::new(&gpu, &cfg, &table, &weights, args.images)?,
+    // Images [from, from + count) of the grid, in one pass.
+    let build = |from: usize, count: usize| match &labels {
+        Some(l) => Sampler::conditional(
+            &gpu,
+            &cfg,
+            &table,
+            &weights,
+            &l[from..from + count],
+            args.guidance.unwrap_or(1.0),
+        ),
+        None => Sampler::new(&gpu, &cfg, &table, &weights, count),
     };
-    let mut progress = super::Progress::new(chain.len(), "denoising steps");
-    // x̂₀ of every image at each snapshot step, in chain order.
-    let mut x0_preds = Vec::new();
-    sampler.draw_noise(args.seed);
-    let images = sampler.run_until(&chain, &stop, |i, s| {
-        if snapshots.contains(&i) {
-            x0_preds.push(s.read_x0_pred());
+    // As many images per pass as this adapter holds (each activation must fit one storage
+    // binding); the rest in further passes, as training splits its batch into micro-batches.
+    let mut per_pass = args.batch_size.unwrap_or(args.images).min(args.images);
+    let mut sampler = loop {
+        match build(0, per_pass) {
+            Ok(s) => break s,
+            Err(_) if per_pass > 1 => per_pass = per_pass.div_ceil(2),
+            Err(e) => return Err(e.context("not even one image fits this adapter")),
         }
-        progress.set(i + 1);
-    });
-    progress.finish();
-    let Some(images) = images else {
-        eprintln!("interrupted: nothing written");
-        return Err(super::Interrupted.into());
     };
+    let passes = args.images.div_ceil(per_pass);
+    if passes > 1 {
+        eprintln!(
+            "{} images in {passes} passes of up to {per_pass} (what this adapter holds at once)",
+            args.images
+        );
+    }
+    let mut progress = super::Progress::new(chain.len() * passes, "denoising steps");
+    let mut images = Vec::new();
+    // x̂₀ of every image at each snapshot step, in chain order.
+    let mut x0_preds: Vec<Vec<f32>> = vec![Vec::new(); snapshots.len()];
+    for pass in 0..passes {
+        let (from, count) = (pass * per_pass, per_pass.min(args.images - pass * per_pass));
+        // The first pass is what a single pass would draw; later ones start from other noise.
+        let seed = if pass == 0 {
+            args.seed
+        } else {
+            args.seed ^ ((pass as u64) << 40)
+        };
+        let chain = if pass == 0 {
+            chain.clone()
+        } else {
+            sampler = build(from, count)?;
+            self::chain(args, &sched, &schedule, count, seed)?
+        };
+        sampler.draw_noise(seed);
+        let done = pass * chain.len();
+        let drawn = sampler.run_until(&chain, &stop, |i, s| {
+            if let Some(j) = snapshots.iter().position(|&k| k == i) {
+                x0_preds[j].extend(s.read_x0_pred());
+            }
+            progress.set(done + i + 1);
+        });
+        let Some(drawn) = drawn else {
+            progress.finish();
+            eprintln!("interrupted: nothing written");
+            return Err(super::Interrupted.into());
+        };
+        images.extend(drawn);
+    }
+    progress.finish();
     let size = cfg.sample_size();
     let (c, n) = (cfg.out_channels, args.images);
     // Cycling classes: one class per column.

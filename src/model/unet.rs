@@ -64,7 +64,7 @@ impl Builder<'_> {
         let bytes = shape.iter().product::<usize>() * 4;
         if bytes > self.max_binding {
             bail!(
-                "an activation of shape {shape:?} needs {} MiB, more than this adapter's max storage binding of {} MiB: use a smaller batch",
+                "an activation of shape {shape:?} needs {} MiB, more than this adapter's max storage binding of {} MiB: use fewer images per pass",
                 bytes >> 20,
                 self.max_binding >> 20
             );
