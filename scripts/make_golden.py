@@ -194,7 +194,7 @@ def capture_activations(model):
 def functional_unet(w, cfg, x, t, labels=None):
     """Independent re-statement of UNet2DModel.forward with torch.nn.functional on the state dict `w`.
 
-    It encodes the structure documented in scripts/README.md; make_case asserts that it reproduces
+    It encodes the structure documented in docs/TOUR.md (section 5); make_case asserts that it reproduces
     diffusers, so that document is checked every time the fixtures are generated.
     """
     F = torch.nn.functional
@@ -379,7 +379,7 @@ def make_case(name, out_root):
     f64_eps = max_rel(eps, eps64)
     f64_grad, zero_grads = grad_errors(grads, grads64)
     f64_dsample = max_rel(dsample, dsample64)
-    # 3. the structure description of scripts/README.md, restated in functional form, agrees.
+    # 3. the structure description of docs/TOUR.md, restated in functional form, agrees.
     with torch.no_grad():
         w64 = {k: v.double() for k, v in model.state_dict().items()}
         eps_fn = functional_unet(w64, cfg, sample.double(), timestep, labels)

@@ -201,7 +201,7 @@ fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     db[o] += acc;
 }
 
-// ---- tiled kernels: TILE_C channels × 4 pixels per invocation -------------------------------
+// ---- tiled kernels: TILE_C channels × 8 pixels (or 8 input channels) per invocation ----------
 
 // x[row + ix], or 0 when ix is outside [0, W) or the row is not (`in_y` false: padding). The index
 // is clamped so the load is always in bounds; a negative ix wraps to a large u32.

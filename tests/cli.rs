@@ -68,6 +68,20 @@ fn bad_training_input_gets_one_clear_error() {
         &with(TINY, &["--classes", "--data", plain.to_str().unwrap(), "--out", out]),
         &["--classes", "no labels"],
     );
+    // Labels that are not the classes 0..K−1 (all 200) are refused, not made a 201-class model.
+    let idx = dir.join("x-images-idx3-ubyte");
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0, 8];
+    images.extend((0..4 * 64).map(|i| (i * 7 % 256) as u8));
+    std::fs::write(&idx, images).unwrap();
+    std::fs::write(
+        dir.join("x-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 4, 200, 200, 200, 200],
+    )
+    .unwrap();
+    fails_with(
+        &with(TINY, &["--classes", "--data", idx.to_str().unwrap(), "--out", out]),
+        &["--classes", "0 to 200", "200 of those classes never occur"],
+    );
     fails_with(&with(TINY, &["--class-dropout", "1.5"]), &["--class-dropout"]);
     // Like --dropout, 1 is refused (the class embedding would never train).
     fails_with(&with(TINY, &["--class-dropout", "1"]), &["--class-dropout", "[0, 1)"]);

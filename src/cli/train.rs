@@ -301,6 +301,21 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             );
         };
         let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        // Classes are 0..K−1: a label far above the others (all labels 200) would otherwise
+        // build a model of 201 classes, most of them never seen.
+        let mut seen = vec![false; classes];
+        labels.iter().for_each(|&l| seen[l as usize] = true);
+        let missing: Vec<usize> = (0..classes).filter(|&c| !seen[c]).collect();
+        if !missing.is_empty() {
+            bail!(
+                "--classes: the labels of {} run from 0 to {}, but {} of those classes never occur \
+                 (first: {:?}); labels must be the classes 0 to K − 1",
+                source,
+                classes - 1,
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+        }
         model.num_class_embeds = Some(classes + 1);
     }
     let gpu = Gpu::new(opts)?;

@@ -3,7 +3,9 @@
 //! Conventions shared by every op (see `src/ops/`):
 //! - Tensors are `f32`, row-major; images are NCHW.
 //! - Forward kernels *write* (`=`) their outputs; backward kernels *accumulate* (`+=`) into
-//!   gradient buffers, as in llm.c. Gradient buffers are zeroed once per step with `fill`.
+//!   gradient buffers, as in llm.c. Gradient buffers are zeroed by buffer clears recorded in the
+//!   plan ([`Plan::clear`], wgpu's `clear_buffer`, no kernel): parameter gradients once per step,
+//!   activation gradients before each backward pass.
 //! - An op records one or more [`Kernel`]s into a [`Plan`]; a plan is submitted as one command
 //!   buffer and can be replayed as often as wanted (buffers and bind groups are made once).
 

@@ -162,8 +162,8 @@ pub enum Variant {
     /// One invocation per output element (`*_naive`).
     Naive,
     /// Register-blocked kernels with `tile_c` ∈ {1, 2, 4, 8, 16} channels per invocation: output
-    /// channels × 8 pixels (forward, stride-1 backward_input), input channels × 4 pixels (strided
-    /// backward_input), output channels × 8 input channels (backward_weight).
+    /// channels × 8 pixels (forward, stride-1 backward_input), input channels × 8 pixels spaced
+    /// by the stride (strided backward_input), output channels × 8 input channels (backward_weight).
     Tiled { tile_c: usize },
     /// forward and stride-1 backward_input: `Tiled` with `tile_c` ∈ {4, 8, 16}, the weights first
     /// repacked (one small kernel) with output channels innermost, so a tap loads `tile_c / 4`
