@@ -368,15 +368,16 @@ impl Trainer {
         let k = n / mb;
 
         // The dataset stays on the GPU when it fits one storage binding.
+        let dataset_len = dataset.n;
         let (data, host_data) = if dataset.images.len() * 4 <= max_binding {
             (
                 gpu.tensor(&[dataset.n, dataset.channels, size, size], &dataset.images),
                 None,
             )
         } else {
-            (gpu.zeros(&[n, dataset.channels, size, size]), Some(dataset.clone()))
+            // Kept, not copied: the data may be most of the machine's memory.
+            (gpu.zeros(&[n, dataset.channels, size, size]), Some(dataset))
         };
-        let dataset_len = dataset.n;
         let table_t = gpu.tensor(&[schedule.betas.len(), 2], &schedule.q_sample_table());
         let target = gpu.zeros(&[mb, model.in_channels, size, size]);
         let losses = gpu.zeros(&[k * 64]);
