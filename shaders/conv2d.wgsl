@@ -35,6 +35,8 @@
 //   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
+// Portability: no % or / of a negative integer (WGSL defines them, GLSL does not, and the GL
+// backend passes them through): backward_input_strided lifts its tap offsets by k·s first.
 
 struct Params {
     n: u32,       // batch
@@ -421,19 +423,23 @@ fn backward_input_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         wc[i] = min(c0 + i, p.ci - 1u) * kk;
     }
     var acc = zero_block();
+    // The offsets ry + pad − ky are negative for the taps below the row, and GLSL (the GL backend)
+    // leaves % and / of negative integers undefined: Mesa gets some wrong. So both work on the
+    // offset plus k·s, a multiple of the stride that makes it ≥ 1, and take k back afterwards.
+    let lift = i32(p.k) * s;
     for (var ky = 0u; ky < p.k; ky++) {
-        let dy_ = ry + p.pad_t - i32(ky);
-        if (dy_ % s != 0) {
+        let ey = ry + p.pad_t - i32(ky) + lift;
+        if (ey % s != 0) {
             continue;
         }
-        let oy = u32(iq + dy_ / s);
+        let oy = u32(iq + ey / s - i32(p.k));
         let in_y = oy < p.oh;
         for (var kx = 0u; kx < p.k; kx++) {
-            let dx_ = rx + p.pad_l - i32(kx);
-            if (dx_ % s != 0) {
+            let ex = rx + p.pad_l - i32(kx) + lift;
+            if (ex % s != 0) {
                 continue;
             }
-            let ox = 8 * g + dx_ / s;
+            let ox = 8 * g + ex / s - i32(p.k);
             for (var o = 0u; o < p.co; o++) {
                 let row = ((n * p.co + o) * p.oh + min(oy, p.oh - 1u)) * p.ow;
                 let d_lo = vec4<f32>(dyat(row, ox, in_y), dyat(row, ox + 1, in_y), dyat(row, ox + 2, in_y),
