@@ -275,8 +275,12 @@ impl Choice {
     }
 }
 
-/// `shaders/conv2d.wgsl` compiled with `TILE_C = tile_c` (the file itself has 16).
-fn tiled_shader(tile_c: usize) -> Shader {
+/// Every `TILE_C` the tiled kernels are compiled with (powers of two up to `MAX_TILE_C`).
+pub const TILE_CS: [usize; 5] = [16, 8, 4, 2, 1];
+
+/// `shaders/conv2d.wgsl` compiled with `TILE_C = tile_c` (the file itself has 16); public for the
+/// test that translates every shader variant to every backend.
+pub fn tiled_shader(tile_c: usize) -> Shader {
     const LINE: &str = "const TILE_C: u32 = 16u;";
     static SOURCES: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
     let base = shader!("conv2d");
