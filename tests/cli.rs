@@ -843,3 +843,28 @@ fn sample_draws_more_images_than_one_pass_holds_in_passes() {
     fails_with(&["sample", "--model", run_s, "--batch-size", "0"], &["--batch-size"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_device_without_the_limits_the_kernels_need_is_refused_up_front() {
+    // wgpu's downlevel defaults allow 4 storage buffers per stage; some kernels bind 8.
+    for (value, needles) in [
+        (
+            "downlevel",
+            &["max_storage_buffers_per_shader_stage = 4", "need 8", ".wgsl"][..],
+        ),
+        ("bogus", &["DDPM_GPU_LIMITS=bogus"][..]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+            .env("DDPM_GPU_LIMITS", value)
+            .args(["info"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{err}");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "should mention '{n}': {err}");
+        }
+    }
+}

@@ -47,27 +47,14 @@ fn every_wgsl_file_parses_and_validates() {
     println!("{count} shaders validated");
 }
 
-/// Every shader the code can instantiate: each file of `shaders/` and the `TILE_C`
-/// specialisations of conv2d, after `#import` expansion.
+/// Every shader the code can instantiate: each file of `shaders/` (as build.rs lists them into
+/// the binary) and the `TILE_C` specialisations of conv2d, after `#import` expansion.
 fn every_variant() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            out.push((name, std::fs::read_to_string(&path).unwrap()));
-        }
-    }
-    for tile_c in ddpm_gpu::ops::conv2d::TILE_CS {
-        let s = ddpm_gpu::ops::conv2d::tiled_shader(tile_c);
-        if s.name != "conv2d" {
-            out.push((s.name.to_string(), s.source.to_string()));
-        }
-    }
-    out.sort();
-    out.into_iter()
-        .map(|(name, text)| (name, ddpm_gpu::gpu::preprocess(&text).unwrap()))
+    let tiles = ddpm_gpu::ops::conv2d::TILE_CS.map(ddpm_gpu::ops::conv2d::tiled_shader);
+    ddpm_gpu::gpu::SHADERS
+        .iter()
+        .chain(tiles.iter().filter(|s| s.name != "conv2d"))
+        .map(|s| (s.name.to_string(), ddpm_gpu::gpu::preprocess(s.source).unwrap()))
         .collect()
 }
 
@@ -88,7 +75,12 @@ fn every_shader_variant_translates_to_every_backend() {
         if let Err(e) = spv::write_vec(&module, &info, &spv::Options::default(), None) {
             failures.push(format!("{name} → SPIR-V: {e}"));
         }
-        if let Err(e) = msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default()) {
+        if let Err(e) = msl::write_string(
+            &module,
+            &info,
+            &msl::Options::default(),
+            &msl::PipelineOptions::default(),
+        ) {
             failures.push(format!("{name} → MSL: {e}"));
         }
         let mut hlsl_out = String::new();
@@ -127,5 +119,10 @@ fn every_shader_variant_translates_to_every_backend() {
     }
     println!("{modules} modules ({entry_points} entry points) translated to SPIR-V, MSL, HLSL and GLSL");
     assert!(modules > 20 && entry_points > 50, "too few shaders found");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -29,6 +29,16 @@ pub fn run(opts: &GpuOptions, args: &InfoArgs) -> Result<()> {
         l.max_storage_buffer_binding_size >> 20
     );
     println!("  max_buffer_size: {} MiB", l.max_buffer_size >> 20);
+    let needs = ddpm_gpu::gpu::needs();
+    println!(
+        "  the kernels need: {} storage buffers per stage ({}), {} invocations per workgroup ({}), {} bytes of workgroup memory ({})",
+        needs.storage_buffers.0,
+        needs.storage_buffers.1,
+        needs.invocations.0,
+        needs.invocations.1,
+        needs.workgroup_bytes.0,
+        needs.workgroup_bytes.1
+    );
     println!(
         "  max_storage_buffers_per_shader_stage: {}",
         l.max_storage_buffers_per_shader_stage

@@ -108,13 +108,59 @@ pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     Ok(adapters.remove(0))
 }
 
+/// The limits to open the device with: the adapter's own (the defaults cap storage bindings at
+/// 128 MiB, too small for real batches), or with `DDPM_GPU_LIMITS=webgpu` WebGPU's defaults
+/// (`wgpu::Limits::default()`, what a browser guarantees), or with `DDPM_GPU_LIMITS=downlevel`
+/// wgpu's downlevel defaults (old GL and mobile devices), to prove the kernels run within them.
+fn requested_limits(adapter: &wgpu::Adapter) -> Result<wgpu::Limits> {
+    match std::env::var("DDPM_GPU_LIMITS").as_deref() {
+        Err(_) | Ok("") | Ok("adapter") => Ok(adapter.limits()),
+        Ok("webgpu") => Ok(wgpu::Limits::default()),
+        Ok("downlevel") => Ok(wgpu::Limits::downlevel_defaults()),
+        Ok(other) => bail!("DDPM_GPU_LIMITS={other}: expected adapter (the default), webgpu or downlevel"),
+    }
+}
+
+/// Refuse, before any kernel is built, a device that lacks what the kernels need ([`needs`],
+/// read from the shaders), naming the adapter, the limit, what it has and what is needed.
+fn check_limits(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Result<()> {
+    let needs = super::needs();
+    for (limit, has, (need, kernel)) in [
+        (
+            "max_storage_buffers_per_shader_stage",
+            limits.max_storage_buffers_per_shader_stage,
+            &needs.storage_buffers,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            limits.max_compute_invocations_per_workgroup,
+            &needs.invocations,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            limits.max_compute_workgroup_storage_size,
+            &needs.workgroup_bytes,
+        ),
+    ] {
+        if has < *need {
+            bail!(
+                "adapter '{}' ({:?}) offers {limit} = {has}, but ddpm-gpu's kernels need {need} ({kernel} uses that many)",
+                info.name,
+                info.backend
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Gpu {
     /// Open the chosen adapter with its own limits (the defaults cap storage bindings at
     /// 128 MiB, too small for real batches).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = choose_adapter(opts)?;
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let limits = requested_limits(&adapter)?;
+        check_limits(&info, &limits)?;
         let features = adapter.features() & wgpu::Features::SHADER_F16;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ddpm-gpu"),

@@ -16,5 +16,5 @@ mod tensor;
 
 pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions};
 pub use plan::{grid_1d, Kernel, Plan};
-pub use shader::{preprocess, Shader};
+pub use shader::{needs, preprocess, Needs, Shader, ALL as SHADERS};
 pub use tensor::Tensor;
