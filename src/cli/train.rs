@@ -104,6 +104,30 @@ pub struct TrainArgs {
     class_dropout: Option<f64>,
 }
 
+/// The training settings (`TrainConfig` fields, each a flag) that may change between two steps of
+/// a run, so `--resume` can apply them; `$m!` is invoked on the list.
+macro_rules! changeable_between_steps {
+    ($m:ident) => {
+        $m!(
+            steps,
+            lr,
+            warmup,
+            grad_clip,
+            ema_decay,
+            ema_warmup_power,
+            flip,
+            log_every,
+            checkpoint_every,
+            sample_every,
+            sample_images,
+            sample_steps,
+            score,
+            micro_batch,
+            class_dropout
+        )
+    };
+}
+
 fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(path) => {
@@ -116,26 +140,8 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = args.$f { cfg.$f = v; } )* };
     }
-    set!(
-        batch_size,
-        steps,
-        lr,
-        warmup,
-        grad_clip,
-        ema_decay,
-        ema_warmup_power,
-        init,
-        seed,
-        flip,
-        log_every,
-        checkpoint_every,
-        sample_every,
-        sample_images,
-        sample_steps,
-        score,
-        micro_batch,
-        class_dropout
-    );
+    set!(batch_size, init, seed);
+    changeable_between_steps!(set);
     if let Some(data) = &args.data {
         cfg.data = Some(absolute(data)?);
     }
@@ -228,23 +234,7 @@ fn resume_config(
             }
         )* };
     }
-    apply!(
-        steps,
-        lr,
-        warmup,
-        grad_clip,
-        ema_decay,
-        ema_warmup_power,
-        flip,
-        log_every,
-        checkpoint_every,
-        sample_every,
-        sample_images,
-        sample_steps,
-        score,
-        micro_batch,
-        class_dropout
-    );
+    changeable_between_steps!(apply);
     cfg.validate()?;
     Ok(cfg)
 }
