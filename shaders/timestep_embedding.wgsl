@@ -8,7 +8,9 @@
 //
 // Numerics: arg reaches ~1000 for t ≤ 999; it is reduced to [−π, π] (Cody–Waite, 2π split in an
 // exactly-multipliable high part and a low part) before sin/cos, whose accuracy WGSL guarantees only
-// on [−π, π].
+// on [−π, π]. The two subtractions are written as nested fma calls, not as (arg − k·hi) − k·lo:
+// Metal compiles with fast math, which may reassociate plain arithmetic into arg − k·(hi + lo) and
+// lose the low part; an fma is one operation with its own rounding, which it does not split.
 // Layout: t (N), y (N, dim) row-major.
 // Mapping: one invocation per element of y, workgroups of WG over x and y of the dispatch grid
 // (linear index = gid.x + gid.y · num_workgroups.x · WG).
@@ -47,7 +49,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let freq = exp(-LN_MAX_PERIOD * f32(j) / (f32(half) - params.freq_shift));
     let arg = t[row] * freq;
     let k = round(arg * INV_TWO_PI);
-    let r = (arg - k * TWO_PI_HI) - k * TWO_PI_LO;
+    let r = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, arg));
     let first_half = col < half;
     let use_sin = first_half != (params.flip == 1u);
     y[o] = select(cos(r), sin(r), use_sin);
