@@ -262,15 +262,18 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
         } else {
             args.seed ^ ((pass as u64) << 40)
         };
-        let chain = if pass == 0 {
-            chain.clone()
-        } else {
+        // A sampler is rebuilt only for the last, smaller pass, or for other images' classes.
+        if pass > 0 && (count != per_pass || labels.is_some()) {
             sampler = build(from, count)?;
-            self::chain(args, &sched, &schedule, count, seed)?
+        }
+        let own_chain = match pass {
+            0 => None,
+            _ => Some(self::chain(args, &sched, &schedule, count, seed)?),
         };
+        let chain = own_chain.as_deref().unwrap_or(&chain);
         sampler.draw_noise(seed);
         let done = pass * chain.len();
-        let drawn = sampler.run_until(&chain, &stop, |i, s| {
+        let drawn = sampler.run_until(chain, &stop, |i, s| {
             if let Some(j) = snapshots.iter().position(|&k| k == i) {
                 x0_preds[j].extend(s.read_x0_pred());
             }

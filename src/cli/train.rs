@@ -142,8 +142,9 @@ fn train_config(args: &TrainArgs, preset: &str) -> Result<TrainConfig> {
     }
     set!(batch_size, init, seed);
     changeable_between_steps!(set);
-    if let Some(data) = &args.data {
-        cfg.data = Some(absolute(data)?);
+    // From --data, else a --config file's `data`; stored absolute either way.
+    if let Some(data) = args.data.clone().or(cfg.data.take()) {
+        cfg.data = Some(absolute(&data)?);
     }
     cfg.validate()?;
     Ok(cfg)

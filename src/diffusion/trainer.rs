@@ -105,7 +105,8 @@ impl TrainConfig {
     pub fn for_preset(preset: &str) -> TrainConfig {
         match preset {
             // Chosen with `ddpm-gpu score` (docs/QUALITY.md): the tiny preset's settings, trained
-            // 3000 steps instead of 2000 (1.5× the wall time of the default before issue 11).
+            // 3000 steps instead of 2000 (1.46× the wall time of the default before issue 11,
+            // `cargo bench --bench step`; the issue's budget is 1.5×).
             "mnist" => TrainConfig {
                 steps: 3000,
                 ..TrainConfig::for_preset("tiny")

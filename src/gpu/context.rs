@@ -154,8 +154,8 @@ fn check_limits(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Result<()> {
 }
 
 impl Gpu {
-    /// Open the chosen adapter with its own limits (the defaults cap storage bindings at
-    /// 128 MiB, too small for real batches).
+    /// Open the chosen adapter with the limits of [`requested_limits`] (its own, unless
+    /// `DDPM_GPU_LIMITS` asks for others), once [`check_limits`] has found them sufficient.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = choose_adapter(opts)?;
         let info = adapter.get_info();
