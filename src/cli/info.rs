@@ -65,6 +65,7 @@ pub fn run(opts: &GpuOptions, args: &InfoArgs) -> Result<()> {
     let all = adapter_features(opts)?;
     println!("  shader-f16: {}", all.contains(wgpu::Features::SHADER_F16));
     println!("  subgroups: {}", all.contains(wgpu::Features::SUBGROUP));
+    println!("  timestamp queries: {}", all.contains(wgpu::Features::TIMESTAMP_QUERY));
 
     if let Some(spec) = &args.model {
         let cfg = super::model_config(spec)?;

@@ -161,7 +161,10 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = requested_limits(&adapter)?;
         check_limits(&info, &limits)?;
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        // Optional features, enabled where the adapter has them: subgroup operations (the
+        // subgroup reductions) and timestamp queries (timing dispatches for tuning and profiling).
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ddpm-gpu"),
             required_features: features,
