@@ -54,7 +54,7 @@ fn main() {
     };
     if let Err(e) = result {
         if e.downcast_ref::<cli::Interrupted>().is_some() {
-            std::process::exit(130);
+            std::process::exit(cli::interrupted_status());
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);

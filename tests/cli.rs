@@ -243,7 +243,18 @@ fn sigterm_saves_a_checkpoint_that_resumes() {
     interrupt_saves_a_checkpoint_that_resumes("TERM");
 }
 
-/// Interrupt a training with `signal`: it saves, says how to resume, and exits with 130.
+/// The exit status of a command stopped by `signal` after saving: 128 + the signal's number.
+fn interrupted_status(signal: &str) -> i32 {
+    128 + match signal {
+        "HUP" => 1,
+        "INT" => 2,
+        "TERM" => 15,
+        _ => panic!("no status for SIG{signal}"),
+    }
+}
+
+/// Interrupt a training with `signal`: it saves, says how to resume, and exits with 128 + the
+/// signal's number.
 fn interrupt_saves_a_checkpoint_that_resumes(signal: &str) {
     let dir = tmp(&format!("sig{signal}"));
     let run = dir.join("run");
@@ -286,8 +297,8 @@ fn interrupt_saves_a_checkpoint_that_resumes(signal: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(130),
-        "SIG{signal}: saved, then exit status 130: {err}"
+        Some(interrupted_status(signal)),
+        "SIG{signal}: saved, then exit status 128 + the signal: {err}"
     );
     assert!(
         !err.contains("panicked") && !err.contains("error:"),
@@ -718,7 +729,11 @@ fn ctrl_c_stops_sampling_and_writes_nothing() {
     for (args, signal) in [(&sample[..], "INT"), (&interpolate[..], "TERM"), (&eval[..], "INT")] {
         let out = interrupt_when(args, "adapter:", signal);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(130), "{args:?} stops on SIG{signal}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(interrupted_status(signal)),
+            "{args:?} stops on SIG{signal}: {err}"
+        );
         assert!(err.contains("interrupted: nothing written"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
@@ -744,7 +759,7 @@ fn ctrl_c_stops_sampling_and_writes_nothing() {
         "INT",
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(out.status.code(), Some(interrupted_status("INT")), "{err}");
     assert!(run2.join("train_state.safetensors").exists(), "{err}");
     assert!(!run2.join("samples").join("step_0000001.png").exists(), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -9,15 +9,16 @@ pub mod train;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ddpm_gpu::model::UNetConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A command stopped by Ctrl-C or a termination signal after saving what it had: `main` exits
-/// with status 130 (128 + SIGINT), so `train && sample` does not go on as if it had finished.
+/// with status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP), so
+/// `train && sample` does not go on as if it had finished.
 #[derive(Debug)]
 pub struct Interrupted;
 
@@ -32,15 +33,76 @@ impl std::error::Error for Interrupted {}
 /// Set when Ctrl-C, SIGTERM (what `timeout`, schedulers and container stops send) or SIGHUP
 /// arrives. The handler is installed on first use, once per process; commands check the flag
 /// between steps, stop within one and return [`Interrupted`] without writing partial output.
-pub fn stop_flag() -> Result<Arc<AtomicBool>> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    if let Some(flag) = FLAG.get() {
-        return Ok(flag.clone());
+/// A second signal while the command is still finishing its step ends the process at once
+/// (the files it writes are replaced atomically, so the last checkpoint stays whole).
+pub fn stop_flag() -> Result<&'static AtomicBool> {
+    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(signals::install)
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
+    Ok(&signals::STOP)
+}
+
+/// The exit status of a command stopped by [`stop_flag`]'s signal: 128 + the signal's number.
+pub fn interrupted_status() -> i32 {
+    128 + signals::SIGNAL.load(Ordering::SeqCst)
+}
+
+#[cfg(unix)]
+mod signals {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+    pub static STOP: AtomicBool = AtomicBool::new(false);
+    /// The first signal received (SIGINT until one arrives, so the status defaults to 130).
+    pub static SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGINT);
+
+    /// Runs in signal context: only atomics, `write(2)`, `signal(2)` and `raise(3)`, all
+    /// async-signal-safe.
+    extern "C" fn on_signal(sig: libc::c_int) {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // The second signal: die of it, as if no handler were installed.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            return;
+        }
+        SIGNAL.store(sig, Ordering::SeqCst);
+        let msg = b"\nstopping after the current step (send it again to quit at once)\n";
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        }
     }
-    let flag = Arc::new(AtomicBool::new(false));
-    let setter = flag.clone();
-    ctrlc::set_handler(move || setter.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-    Ok(FLAG.get_or_init(|| flag).clone())
+
+    pub fn install() -> Result<(), String> {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SA_RESTART: a read or write the signal interrupts resumes instead of failing.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error().to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(unix))]
+mod signals {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+    pub static STOP: AtomicBool = AtomicBool::new(false);
+    /// `ctrlc` does not say which signal came: reported as Ctrl-C (SIGINT's number, 2).
+    pub static SIGNAL: AtomicI32 = AtomicI32::new(2);
+
+    pub fn install() -> Result<(), String> {
+        ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).map_err(|e| e.to_string())
+    }
 }
 
 /// Progress through `len` steps of something (denoising steps, network evaluations): a bar on a
