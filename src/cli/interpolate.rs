@@ -112,7 +112,7 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
     let chain = ddpm_chain(&schedule, t, &o, true);
     let mut progress = super::Progress::new(chain.len(), "denoising steps");
     sampler.set_x(&batch);
-    let decoded = sampler.run_until(&chain, &stop, |i, _| progress.set(i + 1));
+    let decoded = sampler.run_until(&chain, stop, |i, _| progress.set(i + 1));
     progress.finish();
     let Some(decoded) = decoded else {
         eprintln!("interrupted: nothing written");

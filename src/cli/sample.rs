@@ -273,7 +273,7 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
         let chain = own_chain.as_deref().unwrap_or(&chain);
         sampler.draw_noise(seed);
         let done = pass * chain.len();
-        let drawn = sampler.run_until(chain, &stop, |i, s| {
+        let drawn = sampler.run_until(chain, stop, |i, s| {
             if let Some(j) = snapshots.iter().position(|&k| k == i) {
                 x0_preds[j].extend(s.read_x0_pred());
             }

@@ -470,7 +470,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             saved_step = Some(step);
         }
         if !last && cfg.sample_every > 0 && cfg.sample_images > 0 && step % cfg.sample_every == 0 {
-            match sample_grid(&gpu, &trainer, &sched, &run, step, &stop)? {
+            match sample_grid(&gpu, &trainer, &sched, &run, step, stop)? {
                 Some(images) => score_grid(&gpu, scorer.as_ref(), &images, &run, step, &mut metrics)?,
                 // Stopped while sampling: save this step unless it was just saved.
                 None if !save => {
