@@ -489,7 +489,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     }
     bar.finish();
     if cfg.sample_images > 0 && trainer.step > 0 {
-        let Some(images) = sample_grid(&gpu, &trainer, &sched, &run, trainer.step, &stop)? else {
+        let Some(images) = sample_grid(&gpu, &trainer, &sched, &run, trainer.step, stop)? else {
             eprintln!(
                 "interrupted while sampling the end-of-run grid; training finished and step {} is saved: \
                  draw samples with `ddpm-gpu sample --model {}`",
