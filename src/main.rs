@@ -39,6 +39,9 @@ enum Command {
     /// FID, with a classifier ddpm-gpu trains on the data), confidence and class entropy, each
     /// beside the same measures for as many real held-out images.
     Score(cli::score::ScoreArgs),
+    /// Where a training (or sampling) step's time goes on this adapter: every dispatch of the
+    /// step's plan timed, summed by kernel and by layer, with GFLOP/s against a peak-FMA probe.
+    Profile(cli::profile::ProfileArgs),
 }
 
 fn main() {
@@ -51,6 +54,7 @@ fn main() {
         Command::Interpolate(args) => cli::interpolate::run(&opts, &args),
         Command::Eval(args) => cli::eval::run(&opts, &args),
         Command::Score(args) => cli::score::run(&opts, &args),
+        Command::Profile(args) => cli::profile::run(&opts, &args),
     };
     if let Err(e) = result {
         if e.downcast_ref::<cli::Interrupted>().is_some() {

@@ -883,3 +883,24 @@ fn a_device_without_the_limits_the_kernels_need_is_refused_up_front() {
         }
     }
 }
+
+#[test]
+fn profile_prints_the_step_by_kernel_and_by_layer() {
+    for extra in [&[][..], &["--sample"][..]] {
+        let args = with(&["profile", "--model", "tiny", "--batch", "2", "--reps", "1"], extra);
+        let out = ddpm(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for needle in ["| kernel |", "| layer |", "conv2d", "_blocks.", "peak-FMA probe"] {
+            assert!(text.contains(needle), "{args:?}: no '{needle}' in\n{text}");
+        }
+        // The training step has the optimizer; sampling has none.
+        assert_eq!(text.contains("adam::adam_step"), extra.is_empty(), "{text}");
+    }
+    fails_with(&["profile", "--model", "tiny", "--batch", "0"], &["--batch"]);
+    fails_with(&["profile", "--model", "nosuch"], &["nosuch"]);
+}

@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod info;
 pub mod interpolate;
+pub mod profile;
 pub mod sample;
 pub mod score;
 pub mod train;

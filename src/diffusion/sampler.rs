@@ -246,6 +246,11 @@ impl Sampler {
     }
 
     /// Images sampled at once.
+    /// The recorded ancestral step (U-Net forward, p_sample update, copy back), for profiling.
+    pub fn step_plan(&self) -> &Plan {
+        &self.ddpm.plan
+    }
+
     pub fn images(&self) -> usize {
         self.images
     }

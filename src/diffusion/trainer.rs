@@ -408,18 +408,23 @@ impl Trainer {
                 first: c * mb,
             };
             // x₀ gathered from the dataset, ε drawn, x_t = √ᾱ x₀ + √(1−ᾱ) ε (eq. 4).
-            let qk = q_sample::forward(&mut plan, &qs, &data, &index, &t, &table_t, &net.input, &target, 0);
-            elementwise::copy(&mut plan, &t, &net.timesteps);
-            if let (Some(src), Some(dst)) = (&micro_labels, &net.class_labels) {
-                elementwise::copy(&mut plan, src, dst);
-            }
+            let qk = plan.within("q_sample", |plan| {
+                let qk = q_sample::forward(plan, &qs, &data, &index, &t, &table_t, &net.input, &target, 0);
+                elementwise::copy(plan, &t, &net.timesteps);
+                if let (Some(src), Some(dst)) = (&micro_labels, &net.class_labels) {
+                    elementwise::copy(plan, src, dst);
+                }
+                qk
+            });
             let seeds_f = net.forward(&mut plan);
             net.zero_grads(&mut plan);
             // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/k of the batch's.
-            loss::mse_forward_backward(&mut plan, net.output(), &target, &loss, net.d_output());
-            if k > 1 {
-                elementwise::scale(&mut plan, 1.0 / k as f32, net.d_output(), net.d_output());
-            }
+            plan.within("loss", |plan| {
+                loss::mse_forward_backward(plan, net.output(), &target, &loss, net.d_output());
+                if k > 1 {
+                    elementwise::scale(plan, 1.0 / k as f32, net.d_output(), net.d_output());
+                }
+            });
             let seeds_b = net.backward(&mut plan);
             micro_batches.push(MicroBatch {
                 index,
@@ -431,38 +436,41 @@ impl Trainer {
                 dropout_bwd: seeds_b.backward,
             });
         }
-        // Global gradient norm² = Σ over chunks of each chunk's Σ g².
-        for (i, &(o, len)) in chunk_list.iter().enumerate() {
-            reduce::sum_squares(&mut plan, &grads.view(o, &[len]), &partials.view(i * 64, &[1]));
-        }
-        reduce::sum(&mut plan, &partials, &grad_sumsq);
-        let mut adam_kernels = Vec::new();
-        for &(o, len) in &chunk_list {
-            let hp = Self::adam_params(cfg, 0, len);
-            let view = |t: &Tensor| t.view(o, &[len]);
-            let idx = adam::step(
-                &mut plan,
-                &view(&params),
-                &view(&grads),
-                &view(&m),
-                &view(&v),
-                &grad_sumsq,
-                &hp,
-            );
-            adam_kernels.push((idx, len));
-        }
-        let ema_kernels = chunk_list
-            .iter()
-            .map(|&(o, len)| {
-                let k = ema::update(
-                    &mut plan,
-                    &ema.view(o, &[len]),
-                    &params.view(o, &[len]),
-                    cfg.ema_decay_at(0) as f32,
+        // Global gradient norm² = Σ over chunks of each chunk's Σ g², then Adam and the EMA.
+        let (adam_kernels, ema_kernels) = plan.within("optimizer", |plan| {
+            for (i, &(o, len)) in chunk_list.iter().enumerate() {
+                reduce::sum_squares(plan, &grads.view(o, &[len]), &partials.view(i * 64, &[1]));
+            }
+            reduce::sum(plan, &partials, &grad_sumsq);
+            let mut adam_kernels = Vec::new();
+            for &(o, len) in &chunk_list {
+                let hp = Self::adam_params(cfg, 0, len);
+                let view = |t: &Tensor| t.view(o, &[len]);
+                let idx = adam::step(
+                    plan,
+                    &view(&params),
+                    &view(&grads),
+                    &view(&m),
+                    &view(&v),
+                    &grad_sumsq,
+                    &hp,
                 );
-                (k, len)
-            })
-            .collect();
+                adam_kernels.push((idx, len));
+            }
+            let ema_kernels = chunk_list
+                .iter()
+                .map(|&(o, len)| {
+                    let k = ema::update(
+                        plan,
+                        &ema.view(o, &[len]),
+                        &params.view(o, &[len]),
+                        cfg.ema_decay_at(0) as f32,
+                    );
+                    (k, len)
+                })
+                .collect();
+            (adam_kernels, ema_kernels)
+        });
         Ok(Trainer {
             gpu: gpu.clone(),
             model: model.clone(),
@@ -576,6 +584,11 @@ impl Trainer {
         }
         self.plan.run();
         self.step += 1;
+    }
+
+    /// The recorded training step (what [`Trainer::run_step`] submits), for profiling.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// The loss and gradient norm of the last step (waits for the GPU).

@@ -11,10 +11,12 @@
 
 mod context;
 mod plan;
+mod profile;
 mod shader;
 mod tensor;
 
 pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions};
-pub use plan::{grid_1d, Kernel, Plan};
+pub use plan::{grid_1d, Kernel, Plan, Timer};
+pub use profile::{Dispatch, Profile, Row};
 pub use shader::{needs, preprocess, Needs, Shader, ALL as SHADERS};
 pub use tensor::Tensor;

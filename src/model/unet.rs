@@ -87,6 +87,7 @@ impl Builder<'_> {
     fn conv(&mut self, name: &str, s: Conv2d) -> Conv {
         self.flops += s.flops();
         Conv {
+            name: name.to_string(),
             s,
             w: self.param(&format!("{name}.weight")),
             b: self.param(&format!("{name}.bias")),
@@ -95,6 +96,7 @@ impl Builder<'_> {
 
     fn norm(&mut self, name: &str, s: GroupNorm) -> Result<Norm> {
         Ok(Norm {
+            name: name.to_string(),
             s,
             gamma: self.param(&format!("{name}.weight")),
             beta: self.param(&format!("{name}.bias")),
@@ -106,6 +108,7 @@ impl Builder<'_> {
     fn linear(&mut self, name: &str, rows: usize, inp: usize, out: usize) -> Linear {
         self.flops += 2.0 * (rows * inp * out) as f64;
         Linear {
+            name: name.to_string(),
             rows,
             inp,
             out,
@@ -117,6 +120,8 @@ impl Builder<'_> {
 
 /// A convolution layer with bias.
 struct Conv {
+    /// diffusers' parameter prefix: the layer's name in profiles.
+    name: String,
     s: Conv2d,
     w: Param,
     b: Param,
@@ -124,21 +129,26 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
-        conv2d::forward(p, &self.s, x, &self.w.w, Some(&self.b.w), y);
+        p.within(&self.name, |p| {
+            conv2d::forward(p, &self.s, x, &self.w.w, Some(&self.b.w), y)
+        });
     }
 
     /// dW, db (and dx when given) from dy.
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: Option<&Tensor>) {
-        if let Some(dx) = dx {
-            conv2d::backward_input(p, &self.s, dy, &self.w.w, dx);
-        }
-        conv2d::backward_weight(p, &self.s, x, dy, &self.w.g);
-        conv2d::backward_bias(p, &self.s, dy, &self.b.g);
+        p.within(&self.name, |p| {
+            if let Some(dx) = dx {
+                conv2d::backward_input(p, &self.s, dy, &self.w.w, dx);
+            }
+            conv2d::backward_weight(p, &self.s, x, dy, &self.w.g);
+            conv2d::backward_bias(p, &self.s, dy, &self.b.g);
+        });
     }
 }
 
 /// Group norm with its saved statistics.
 struct Norm {
+    name: String,
     s: GroupNorm,
     gamma: Param,
     beta: Param,
@@ -148,27 +158,38 @@ struct Norm {
 
 impl Norm {
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
-        group_norm::forward(p, &self.s, x, &self.gamma.w, &self.beta.w, y, &self.mean, &self.rstd);
+        let (g, b) = (&self.gamma, &self.beta);
+        p.within(&self.name, |p| {
+            group_norm::forward(p, &self.s, x, &g.w, &b.w, y, &self.mean, &self.rstd)
+        });
     }
 
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: &Tensor) {
         let (g, b) = (&self.gamma, &self.beta);
-        group_norm::backward(p, &self.s, x, &g.w, &self.mean, &self.rstd, dy, dx, &g.g, &b.g);
+        p.within(&self.name, |p| {
+            group_norm::backward(p, &self.s, x, &g.w, &self.mean, &self.rstd, dy, dx, &g.g, &b.g)
+        });
     }
 
     /// a = silu(norm(x)), fused (the normalized values are not stored).
     fn forward_silu(&self, p: &mut Plan, x: &Tensor, a: &Tensor) {
-        group_norm::forward_silu(p, &self.s, x, &self.gamma.w, &self.beta.w, a, &self.mean, &self.rstd);
+        let (g, b) = (&self.gamma, &self.beta);
+        p.within(&self.name, |p| {
+            group_norm::forward_silu(p, &self.s, x, &g.w, &b.w, a, &self.mean, &self.rstd)
+        });
     }
 
     fn backward_silu(&self, p: &mut Plan, x: &Tensor, da: &Tensor, dx: &Tensor) {
         let (g, b) = (&self.gamma, &self.beta);
-        group_norm::backward_silu(p, &self.s, x, &g.w, &b.w, &self.mean, &self.rstd, da, dx, &g.g, &b.g);
+        p.within(&self.name, |p| {
+            group_norm::backward_silu(p, &self.s, x, &g.w, &b.w, &self.mean, &self.rstd, da, dx, &g.g, &b.g)
+        });
     }
 }
 
 /// A linear layer (PyTorch layout) over `rows` rows.
 struct Linear {
+    name: String,
     rows: usize,
     inp: usize,
     out: usize,
@@ -178,12 +199,16 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
-        linear::forward(p, self.rows, self.inp, self.out, x, &self.w.w, Some(&self.b.w), y);
+        p.within(&self.name, |p| {
+            linear::forward(p, self.rows, self.inp, self.out, x, &self.w.w, Some(&self.b.w), y)
+        });
     }
 
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: Option<&Tensor>) {
         let (w, b) = (&self.w, &self.b);
-        linear::backward(p, self.rows, self.inp, self.out, x, &w.w, dy, dx, &w.g, Some(&b.g));
+        p.within(&self.name, |p| {
+            linear::backward(p, self.rows, self.inp, self.out, x, &w.w, dy, dx, &w.g, Some(&b.g))
+        });
     }
 }
 
@@ -191,6 +216,7 @@ impl Linear {
 /// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(dropout(silu(norm2(h))));
 /// out = (shortcut(x) + h) / output_scale_factor, shortcut = 1×1 conv when channels change.
 struct ResBlock {
+    name: String,
     norm1: Norm,
     conv1: Conv,
     time_emb_proj: Linear,
@@ -237,6 +263,7 @@ impl ResBlock {
         };
         let drop = if training { cfg.dropout } else { 0.0 };
         Ok(ResBlock {
+            name: name.to_string(),
             norm1: b.norm(
                 &format!("{name}.norm1"),
                 GroupNorm {
@@ -307,6 +334,10 @@ impl ResBlock {
     }
 
     fn forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
+        p.within(&self.name, |p| self.record_forward(p, x, temb, seeds));
+    }
+
+    fn record_forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
         self.norm1.forward_silu(p, &x.v, &self.a1.v);
         self.conv1.forward(p, &self.a1.v, &self.h1);
@@ -339,6 +370,10 @@ impl ResBlock {
     }
 
     fn backward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
+        p.within(&self.name, |p| self.record_backward(p, x, temb, seeds));
+    }
+
+    fn record_backward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
         // out = (residual + h2) / scale: both branches receive d_out / scale.
         let d_sum = match &self.sum {
@@ -381,6 +416,7 @@ impl ResBlock {
 /// diffusers `Attention` as used by `AttnDownBlock2D`/`AttnUpBlock2D`/the mid block:
 /// out = (to_out(attention(group_norm(x))) + x) / rescale_output_factor.
 struct AttnBlock {
+    name: String,
     norm: Norm,
     s: Attention,
     q: (Param, Param),
@@ -414,6 +450,7 @@ impl AttnBlock {
             )
         };
         Ok(AttnBlock {
+            name: name.to_string(),
             norm: b.norm(
                 &format!("{name}.group_norm"),
                 GroupNorm {
@@ -467,6 +504,10 @@ impl AttnBlock {
     }
 
     fn forward(&self, p: &mut Plan, x: &Act) {
+        p.within(&self.name, |p| self.record_forward(p, x));
+    }
+
+    fn record_forward(&self, p: &mut Plan, x: &Act) {
         self.norm.forward(p, &x.v, &self.nx.v);
         attention::forward(p, &self.s, &self.nx.v, &self.weights(), &self.buf, &self.y);
         match &self.sum {
@@ -479,6 +520,10 @@ impl AttnBlock {
     }
 
     fn backward(&self, p: &mut Plan, x: &Act) {
+        p.within(&self.name, |p| self.record_backward(p, x));
+    }
+
+    fn record_backward(&self, p: &mut Plan, x: &Act) {
         let d_sum = match &self.sum {
             Some(sum) => {
                 elementwise::axpy(p, 1.0 / self.scale, &self.out.g, &sum.g);
@@ -865,22 +910,24 @@ impl UNet {
         // Time embedding: sinusoidal projection, linear_1, SiLU, linear_2 (plus the class's row of
         // the class embedding); every res block applies SiLU before its own projection, so
         // silu(emb) is computed once here.
-        timestep_embedding::forward(
-            p,
-            n,
-            cfg.block_out_channels[0],
-            cfg.flip_sin_to_cos,
-            cfg.freq_shift as f32,
-            &self.timesteps,
-            &self.t_proj,
-        );
-        self.linear_1.forward(p, &self.t_proj, &self.e1.v);
-        silu::forward(p, &self.e1.v, &self.e1a.v);
-        self.linear_2.forward(p, &self.e1a.v, &self.emb.v);
-        if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
-            class_embedding::forward(p, labels, &table.w, &self.emb.v, true);
-        }
-        silu::forward(p, &self.emb.v, &self.temb.v);
+        p.within("time_embedding", |p| {
+            timestep_embedding::forward(
+                p,
+                n,
+                cfg.block_out_channels[0],
+                cfg.flip_sin_to_cos,
+                cfg.freq_shift as f32,
+                &self.timesteps,
+                &self.t_proj,
+            );
+            self.linear_1.forward(p, &self.t_proj, &self.e1.v);
+            silu::forward(p, &self.e1.v, &self.e1a.v);
+            self.linear_2.forward(p, &self.e1a.v, &self.emb.v);
+            if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
+                class_embedding::forward(p, labels, &table.w, &self.emb.v, true);
+            }
+            silu::forward(p, &self.emb.v, &self.temb.v);
+        });
 
         self.conv_in.forward(p, &self.input, &self.h0.v);
         let mut h = &self.h0;

@@ -352,6 +352,7 @@ pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor
         Variant::Tiled { .. } | Variant::Packed { .. } => conv_tiled(p, v, params(s), x, w, b, y),
         Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
     }
+    p.set_flops(s.flops());
 }
 
 /// dx += ∂loss/∂x with the variant [`Choice::for_adapter`] picks.
@@ -396,6 +397,7 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
             splits: 1,
         };
         conv_tiled(p, v, q, dy, w, None, dx);
+        p.set_flops(s.flops());
     } else {
         let mut q = params(s);
         // Per residue class (ry, rx): rows of ⌈H/s⌉ × groups of TILE_P pixels spaced by s.
@@ -411,6 +413,7 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
             &[(2, w), (5, dy), (6, dx)],
             grid,
         );
+        p.set_flops(s.flops());
     }
 }
 
@@ -444,6 +447,7 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
     if splits == 1 {
         let grid = [u(blocks.div_ceil(BW_WG as usize)), 1, u(z)];
         p.kernel(&shader, "backward_weight", &q, &[(1, x), (5, dy), (7, dw)], grid);
+        p.set_flops(s.flops());
     } else {
         let part = p.gpu.zeros(&[splits, dw.len()]);
         let grid = [u((blocks * splits).div_ceil(BW_WG as usize)), 1, u(z)];
@@ -454,6 +458,7 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
             &[(1, x), (5, dy), (9, &part)],
             grid,
         );
+        p.set_flops(s.flops());
         p.kernel(
             &shader,
             "backward_weight_reduce",
@@ -493,6 +498,7 @@ pub fn forward_naive(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option
         &[(1, x), (2, w), (3, b.unwrap_or(w)), (4, y)],
         grid_1d(y.len(), WG),
     );
+    p.set_flops(s.flops());
 }
 
 /// dx += ∂loss/∂x, one invocation per input element gathering over (Cout, ky, kx).
@@ -505,6 +511,7 @@ pub fn backward_input_naive(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, d
         &[(2, w), (5, dy), (6, dx)],
         grid_1d(dx.len(), WG),
     );
+    p.set_flops(s.flops());
 }
 
 /// dw += ∂loss/∂w, one invocation per weight element reducing over (N, OH, OW).
@@ -517,4 +524,5 @@ pub fn backward_weight_naive(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, 
         &[(1, x), (5, dy), (7, dw)],
         grid_1d(dw.len(), WG),
     );
+    p.set_flops(s.flops());
 }

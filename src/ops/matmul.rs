@@ -295,4 +295,5 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
             p.kernel(&shader, "wide", &params, &bindings, wg);
         }
     }
+    p.set_flops(s.flops());
 }

@@ -1,0 +1,111 @@
+//! The dispatch timer shared by the profiler and the tuner: a timed run computes exactly what a
+//! normal run does, under both timers; the times are per kernel and follow the work; layer labels
+//! and FLOPs reach the profile, whose tables add up.
+
+mod common;
+use common::*;
+use ddpm_gpu::gpu::{Plan, Profile, Timer};
+use ddpm_gpu::ops::conv2d::{self, Conv2d};
+use ddpm_gpu::ops::elementwise;
+
+fn conv(n: usize, c: usize, hw: usize) -> Conv2d {
+    Conv2d {
+        n,
+        c_in: c,
+        h: hw,
+        w: hw,
+        c_out: c,
+        k: 3,
+        stride: 1,
+        pad: [1, 1, 1, 1],
+    }
+}
+
+/// A small plan: a tiny convolution, a clear, a large convolution, an add; returns it with its
+/// output tensors.
+fn plan(gpu: &ddpm_gpu::gpu::Gpu) -> (Plan, Vec<ddpm_gpu::gpu::Tensor>) {
+    let (small, big) = (conv(1, 1, 4), conv(4, 64, 32));
+    let tensor = |n: usize, seed| gpu.tensor(&[n], &random(n, seed));
+    let (xs, ws, ys) = (tensor(16, 1), tensor(9, 2), gpu.zeros(&[16]));
+    let (xb, wb, yb) = (
+        tensor(4 * 64 * 1024, 3),
+        tensor(64 * 64 * 9, 4),
+        gpu.zeros(&[4 * 64 * 1024]),
+    );
+    let sum = tensor(16, 5);
+    let mut p = Plan::new(gpu);
+    p.within("small", |p| conv2d::forward(p, &small, &xs, &ws, None, &ys));
+    p.clear(&sum);
+    p.within("outer", |p| {
+        p.within(".big", |p| conv2d::forward(p, &big, &xb, &wb, None, &yb));
+        elementwise::add(p, &ys, &ys, &sum);
+    });
+    (p, vec![ys, yb, sum])
+}
+
+#[test]
+fn timed_runs_compute_what_a_run_computes_and_time_each_kernel() {
+    let gpu = gpu();
+    let (p, outs) = plan(&gpu);
+    p.run();
+    let want: Vec<Vec<f32>> = outs.iter().map(|t| gpu.read(t)).collect();
+    let mut timers = vec![Timer::Submissions];
+    if gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        timers.push(Timer::Timestamps);
+    } else {
+        println!("no timestamp queries on this adapter: Timer::Timestamps not tested");
+    }
+    let kernels = p.kernels();
+    let index = |layer: &str| kernels.iter().rposition(|k| k.layer == layer).unwrap();
+    let (small, big) = (index("small"), index("outer.big"));
+    assert_eq!(kernels.last().unwrap().layer, "outer", "nested layer names");
+    assert_eq!(
+        kernels[big].flops,
+        conv(4, 64, 32).flops(),
+        "the convolution states its FLOPs"
+    );
+    for timer in timers {
+        for t in &outs {
+            gpu.write(t, &vec![0.0; t.len()]);
+        }
+        let times = p.time(timer);
+        for (t, want) in outs.iter().zip(&want) {
+            assert_eq!(&gpu.read(t), want, "{timer:?}: a timed run computes what a run does");
+        }
+        assert_eq!(times.len(), kernels.len(), "{timer:?}: one time per kernel");
+        assert!(times.iter().all(|t| t.is_finite() && *t >= 0.0), "{timer:?}: {times:?}");
+        // 4·64·64·9·1024·2 = 302 MFLOP against 288 FLOP: the time follows the work.
+        assert!(
+            times[big] > 10.0 * times[small],
+            "{timer:?}: the large convolution ({} s) vs the tiny one ({} s)",
+            times[big],
+            times[small]
+        );
+    }
+}
+
+#[test]
+fn profile_tables_add_up() {
+    let gpu = gpu();
+    let (p, _) = plan(&gpu);
+    let profile = Profile::measure(&p, Timer::for_gpu(&gpu), 2);
+    assert_eq!(profile.dispatches.len(), p.kernels().len());
+    assert!(profile.step_seconds > 0.0);
+    for key in [
+        |d: &ddpm_gpu::gpu::Dispatch| d.kernel.clone(),
+        |d: &ddpm_gpu::gpu::Dispatch| d.layer.clone(),
+    ] {
+        let rows = profile.rows(key);
+        assert_eq!(rows.iter().map(|r| r.launches).sum::<usize>(), p.kernels().len());
+        let sum: f64 = rows.iter().map(|r| r.seconds).sum();
+        assert!((sum - profile.total()).abs() <= 1e-9 * profile.total().max(1.0));
+        assert!(rows.windows(2).all(|w| w[0].seconds >= w[1].seconds), "slowest first");
+    }
+    let layers = profile.rows(|d| d.layer.clone());
+    assert_eq!(layers[0].name, "outer.big", "the large convolution dominates");
+    let table = profile.table("layer", &layers, 1, 10.0);
+    assert!(
+        table.contains("| outer.big | ") && table.contains("(2 more)"),
+        "{table}"
+    );
+}
