@@ -722,9 +722,11 @@ impl Bench {
                 let (y, dy, dx) = (zeros(&a.shape()), fill(&gpu, &a.shape(), 4), zeros(&a.shape()));
                 let (mean, rstd) = (zeros(&[a.n * groups]), zeros(&[a.n * groups]));
                 let (dg, db) = (zeros(&[a.c]), zeros(&[a.c]));
-                let (m, other) = match Mapping::for_adapter(&gpu) {
-                    Mapping::Serial => (Mapping::Serial, Mapping::Workgroup),
-                    Mapping::Workgroup => (Mapping::Workgroup, Mapping::Serial),
+                let m = Mapping::for_adapter(&gpu);
+                let other = if m == Mapping::Serial {
+                    Mapping::Workgroup
+                } else {
+                    Mapping::Serial
                 };
                 let fwd = |p: &mut Plan, m| {
                     if silu {

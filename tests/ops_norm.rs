@@ -1,4 +1,4 @@
-//! Group norm: GPU kernels (both mappings) vs the CPU reference on awkward shapes and on data with
+//! Group norm: GPU kernels (every mapping) vs the CPU reference on awkward shapes and on data with
 //! a large mean; reference backward vs finite differences.
 
 mod common;
@@ -14,7 +14,20 @@ const OFFSET_TOL: f64 = 1e-4;
 const FD_TOL: f64 = 1e-6;
 const EPS: f32 = 1e-5;
 
-const MAPPINGS: [Mapping; 2] = [Mapping::Workgroup, Mapping::Serial];
+const MAPPINGS: [Mapping; 3] = [Mapping::Workgroup, Mapping::Serial, Mapping::Subgroup];
+
+/// Whether mapping `m` can run on this adapter: all can, except `Subgroup` on an adapter without
+/// subgroup operations (the GL backend), which is skipped with a note.
+fn runs_here(gpu: &Gpu, m: Mapping) -> bool {
+    if m == Mapping::Subgroup && !gpu.features.contains(wgpu::Features::SUBGROUP) {
+        println!(
+            "note: {} has no subgroup operations; Mapping::Subgroup not tested",
+            gpu.describe()
+        );
+        return false;
+    }
+    true
+}
 
 struct Data {
     x: Vec<f32>,
@@ -48,6 +61,9 @@ fn data(s: &GroupNorm, seed: u64, offset: f32) -> Data {
 /// Run forward then backward on the GPU with mapping `m`, compare every output with the reference.
 fn check(m: Mapping, s: GroupNorm, seed: u64, offset: f32, fwd_tol: f64, bwd_tol: f64) {
     let gpu = gpu();
+    if !runs_here(&gpu, m) {
+        return;
+    }
     let d = data(&s, seed, offset);
     let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
     let x = gpu.tensor(&[s.n, s.c, s.hw], &d.x);
@@ -163,6 +179,22 @@ fn group_norm_default_mapping_runs() {
     assert_close("group_norm default dx", &gpu.read(&dx), &b.dx, BWD_TOL);
     assert_close("group_norm default dgamma", &gpu.read(&dgamma), &b.dgamma, BWD_TOL);
     assert_close("group_norm default dbeta", &gpu.read(&dbeta), &b.dbeta, BWD_TOL);
+}
+
+#[test]
+fn group_norm_candidates_follow_the_adapter() {
+    let gpu = gpu();
+    let c = Mapping::candidates(&gpu);
+    let subgroups = gpu.features.contains(wgpu::Features::SUBGROUP);
+    println!(
+        "{}: candidates {c:?}; subgroups {subgroups}, {} to {} lanes",
+        gpu.describe(),
+        gpu.info.subgroup_min_size,
+        gpu.info.subgroup_max_size
+    );
+    assert!(c.contains(&Mapping::Workgroup) && c.contains(&Mapping::Serial));
+    assert_eq!(c.contains(&Mapping::Subgroup), subgroups);
+    assert!(c.contains(&Mapping::for_adapter(&gpu)));
 }
 
 #[test]

@@ -26,6 +26,21 @@ const EMA_TOL: f64 = 1e-6;
 /// Clip factor read back from the GPU vs the f64 clip: sqrt and a division in f32.
 const CLIP_TOL: f64 = 1e-6;
 
+/// The reduction variants this adapter runs: `Subgroup` is skipped, with a note, on an adapter
+/// without subgroup operations (the GL backend).
+fn reduce_variants(gpu: &Gpu) -> Vec<ops::reduce::Variant> {
+    use ops::reduce::Variant;
+    if gpu.features.contains(wgpu::Features::SUBGROUP) {
+        vec![Variant::Levels, Variant::Subgroup]
+    } else {
+        println!(
+            "note: {} has no subgroup operations; reduce Variant::Subgroup not tested",
+            gpu.describe()
+        );
+        vec![Variant::Levels]
+    }
+}
+
 fn read1(t: &Tensor) -> f64 {
     gpu().read(t)[0] as f64
 }
@@ -35,25 +50,31 @@ fn read1(t: &Tensor) -> f64 {
 #[test]
 fn sum_and_sum_squares_match_f64_reference() {
     let gpu = gpu();
-    // 1: a single level of one term; 64/65/4096/4097: level boundaries; 3_000_001: 4 levels.
+    // 1: a single level of one term; 64/65/4096/4097: level boundaries (Levels: 64 and 64²
+    // values per partial, Subgroup: 4096 per workgroup); 3_000_001: 4 levels (Subgroup: 3).
     for (n, seed) in [
         (1usize, 1u64),
         (64, 2),
         (65, 3),
         (1000, 4),
+        (4096, 8),
         (4097, 5),
         (65537, 6),
         (3_000_001, 7),
     ] {
         let zero_mean = random(n, seed);
         let positive_mean: Vec<f32> = zero_mean.iter().map(|v| v + 0.5).collect();
-        for (kind, x) in [("zero-mean", &zero_mean), ("mean 0.5", &positive_mean)] {
+        for ((kind, x), v) in [("zero-mean", &zero_mean), ("mean 0.5", &positive_mean)]
+            .into_iter()
+            .flat_map(|k| reduce_variants(&gpu).into_iter().map(move |v| (k, v)))
+        {
+            let kind = format!("{v:?} {kind}");
             let tx = gpu.tensor(&[n], x);
             // Three slots prefilled: the ops must write (=) slot 0 and leave the others alone.
             let (s, ss) = (gpu.tensor(&[3], &[7.0, 8.0, 9.0]), gpu.tensor(&[3], &[7.0, 8.0, 9.0]));
             let mut p = Plan::new(&gpu);
-            ops::reduce::sum(&mut p, &tx, &s);
-            ops::reduce::sum_squares(&mut p, &tx, &ss);
+            ops::reduce::sum_with(&mut p, v, &tx, &s);
+            ops::reduce::sum_squares_with(&mut p, v, &tx, &ss);
             p.run();
             let x64 = to_f64(x);
             let abs_sum: f64 = x64.iter().map(|v| v.abs()).sum();
@@ -76,11 +97,25 @@ fn sum_and_sum_squares_match_f64_reference() {
 #[test]
 fn sum_of_empty_tensor_is_zero() {
     let gpu = gpu();
-    let (x, out) = (gpu.zeros(&[0]), gpu.tensor(&[1], &[5.0]));
-    let mut p = Plan::new(&gpu);
-    ops::reduce::sum(&mut p, &x, &out);
-    p.run();
-    assert_eq!(read1(&out), 0.0);
+    for v in reduce_variants(&gpu) {
+        let (x, out) = (gpu.zeros(&[0]), gpu.tensor(&[1], &[5.0]));
+        let mut p = Plan::new(&gpu);
+        ops::reduce::sum_with(&mut p, v, &x, &out);
+        p.run();
+        assert_eq!(read1(&out), 0.0, "{v:?}");
+    }
+}
+
+#[test]
+fn reduce_candidates_follow_the_adapter() {
+    let gpu = gpu();
+    let c = ops::reduce::Variant::candidates(&gpu);
+    println!("{}: reduce candidates {c:?}", gpu.describe());
+    assert!(c.contains(&ops::reduce::Variant::Levels));
+    assert_eq!(
+        c.contains(&ops::reduce::Variant::Subgroup),
+        gpu.features.contains(wgpu::Features::SUBGROUP)
+    );
 }
 
 // ---- loss -------------------------------------------------------------------------------------
@@ -326,14 +361,16 @@ fn same_inputs_give_identical_bits() {
     let n = 100_003;
     let x = random(n, 60);
     let tx = gpu.tensor(&[n], &x);
-    let run_sum = || {
-        let out = gpu.zeros(&[1]);
-        let mut p = Plan::new(&gpu);
-        ops::reduce::sum_squares(&mut p, &tx, &out);
-        p.run();
-        gpu.read(&out)[0].to_bits()
-    };
-    assert_eq!(run_sum(), run_sum(), "sum_squares not repeatable");
+    for v in reduce_variants(&gpu) {
+        let run_sum = || {
+            let out = gpu.zeros(&[1]);
+            let mut p = Plan::new(&gpu);
+            ops::reduce::sum_squares_with(&mut p, v, &tx, &out);
+            p.run();
+            gpu.read(&out)[0].to_bits()
+        };
+        assert_eq!(run_sum(), run_sum(), "sum_squares {v:?} not repeatable");
+    }
 
     let (target, loss, dpred) = (gpu.tensor(&[n], &random(n, 61)), gpu.zeros(&[1]), gpu.zeros(&[n]));
     let mut p = Plan::new(&gpu);

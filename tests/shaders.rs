@@ -48,12 +48,18 @@ fn every_wgsl_file_parses_and_validates() {
 }
 
 /// Every shader the code can instantiate: each file of `shaders/` (as build.rs lists them into
-/// the binary) and the `TILE_C` specialisations of conv2d, after `#import` expansion.
+/// the binary), the `TILE_C` specialisations of conv2d, and group_norm and reduce cut before their
+/// subgroup sections (each whole file is the subgroup module), after `#import` expansion.
 fn every_variant() -> Vec<(String, String)> {
     let tiles = ddpm_gpu::ops::conv2d::TILE_CS.map(ddpm_gpu::ops::conv2d::tiled_shader);
+    let mut group_norm = ddpm_gpu::ops::group_norm::base_shader();
+    group_norm.name = "group_norm (without its subgroup section)";
+    let mut reduce = ddpm_gpu::ops::reduce::base_shader();
+    reduce.name = "reduce (without its subgroup section)";
     ddpm_gpu::gpu::SHADERS
         .iter()
         .chain(tiles.iter().filter(|s| s.name != "conv2d"))
+        .chain([&group_norm, &reduce])
         .map(|s| (s.name.to_string(), ddpm_gpu::gpu::preprocess(s.source).unwrap()))
         .collect()
 }

@@ -1,8 +1,10 @@
 //! Group normalization: `shaders/group_norm.wgsl`, reference in `src/reference/group_norm.rs`.
 //!
-//! Two mappings of the same math are kept (see the shader header): [`Mapping::Workgroup`], one
-//! workgroup per (sample, group) with a tree reduction, and [`Mapping::Serial`], one invocation per
-//! (sample, group) with no barriers. [`forward`] / [`backward`] choose with [`Mapping::for_adapter`].
+//! Three mappings of the same math are kept (see the shader header): [`Mapping::Workgroup`], one
+//! workgroup per (sample, group) with a tree reduction, [`Mapping::Subgroup`], the same with
+//! subgroup operations (adapters with `wgpu::Features::SUBGROUP` only, see [`Mapping::candidates`]),
+//! and [`Mapping::Serial`], one invocation per (sample, group) with no barriers. [`forward`] /
+//! [`backward`] choose with [`Mapping::for_adapter`].
 //!
 //! [`forward_silu`] / [`backward_silu`] are the same kernels fused with the SiLU that follows the
 //! norm in the U-Net: the forward writes a = silu(group_norm(x)) only, and the backward takes
@@ -10,7 +12,7 @@
 //! tensor nor separate SiLU passes exist. Unfused, `forward` then `silu::forward` is the readable
 //! equivalent (both are tested against the same reference).
 
-use crate::gpu::{grid_1d, Gpu, Plan, Tensor};
+use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
 
 /// Shape and settings of a `nn.GroupNorm(groups, c, eps, affine=True)` applied to x (n, c, hw),
@@ -31,6 +33,9 @@ pub enum Mapping {
     Workgroup,
     /// One invocation per (sample, group), serial loops, no barriers (fast on CPU drivers).
     Serial,
+    /// As `Workgroup`, the sums added with `subgroupAdd` within each subgroup, then across
+    /// subgroups through workgroup memory with one barrier. Needs `wgpu::Features::SUBGROUP`.
+    Subgroup,
 }
 
 impl Mapping {
@@ -41,6 +46,60 @@ impl Mapping {
             Mapping::Serial
         } else {
             Mapping::Workgroup
+        }
+    }
+
+    /// Every mapping that can run on `gpu`: `Subgroup` only where the device has subgroup
+    /// operations.
+    pub fn candidates(gpu: &Gpu) -> Vec<Mapping> {
+        let mut all = vec![Mapping::Workgroup, Mapping::Serial];
+        if gpu.features.contains(wgpu::Features::SUBGROUP) {
+            all.push(Mapping::Subgroup);
+        }
+        all
+    }
+}
+
+/// The last section of `shaders/group_norm.wgsl`, which uses subgroup operations, starts here.
+const SUBGROUP_SECTION: &str = "// ==== subgroup mapping";
+
+/// `shaders/group_norm.wgsl` cut before its subgroup section: the `Workgroup` and `Serial`
+/// kernels, for every adapter (a module that uses subgroup operations fails to create without them).
+pub fn base_shader() -> Shader {
+    let full = shader!("group_norm");
+    let end = full
+        .source
+        .find(SUBGROUP_SECTION)
+        .expect("group_norm.wgsl: the subgroup section's first line is missing");
+    Shader {
+        name: "group_norm",
+        source: &full.source[..end],
+    }
+}
+
+/// The whole of `shaders/group_norm.wgsl`, the `Subgroup` kernels included: only for a device
+/// with `wgpu::Features::SUBGROUP`.
+pub fn subgroup_shader() -> Shader {
+    Shader {
+        name: "group_norm_subgroup",
+        ..shader!("group_norm")
+    }
+}
+
+/// The module and entry point suffix of mapping `m`'s kernels, refusing `Subgroup` on a device
+/// without subgroups.
+fn kernels(gpu: &Gpu, m: Mapping) -> (Shader, &'static str) {
+    match m {
+        Mapping::Workgroup => (base_shader(), ""),
+        Mapping::Serial => (base_shader(), "_serial"),
+        Mapping::Subgroup => {
+            assert!(
+                gpu.features.contains(wgpu::Features::SUBGROUP),
+                "group_norm: Mapping::Subgroup on adapter '{}', which lacks subgroup operations \
+                 (see Mapping::candidates)",
+                gpu.info.name
+            );
+            (subgroup_shader(), "_subgroup")
         }
     }
 }
@@ -175,16 +234,16 @@ fn record_forward(
     s.check("mean", mean, stats);
     s.check("rstd", rstd, stats);
     let bindings = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
-    match m {
-        Mapping::Workgroup => p.kernel(&shader!("group_norm"), "forward", &params, &bindings, grid_1d(stats, 1)),
-        Mapping::Serial => p.kernel(
-            &shader!("group_norm"),
-            "forward_serial",
-            &params,
-            &bindings,
-            grid_1d(stats, WG_SERIAL),
-        ),
-    };
+    let (sh, suffix) = kernels(&p.gpu, m);
+    // Serial: one invocation per (sample, group); the others one workgroup each.
+    let per_workgroup = if m == Mapping::Serial { WG_SERIAL } else { 1 };
+    p.kernel(
+        &sh,
+        &format!("forward{suffix}"),
+        &params,
+        &bindings,
+        grid_1d(stats, per_workgroup),
+    );
 }
 
 /// dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given dy = ∂L/∂y and the saved mean and rstd.
@@ -293,9 +352,9 @@ fn record_backward(
     s.check("mean", mean, stats);
     s.check("rstd", rstd, stats);
     let dx_bindings = [(1, x), (2, gamma), (3, beta), (7, mean), (8, rstd), (9, dy), (10, dx)];
-    let sh = shader!("group_norm");
+    let (sh, suffix) = kernels(&p.gpu, m);
     match m {
-        Mapping::Workgroup => {
+        Mapping::Workgroup | Mapping::Subgroup => {
             let param_bindings = [
                 (1, x),
                 (2, gamma),
@@ -306,8 +365,20 @@ fn record_backward(
                 (11, dgamma),
                 (12, dbeta),
             ];
-            p.kernel(&sh, "backward_dx", &params, &dx_bindings, grid_1d(stats, 1));
-            p.kernel(&sh, "backward_params", &params, &param_bindings, grid_1d(s.c, 1));
+            p.kernel(
+                &sh,
+                &format!("backward_dx{suffix}"),
+                &params,
+                &dx_bindings,
+                grid_1d(stats, 1),
+            );
+            p.kernel(
+                &sh,
+                &format!("backward_params{suffix}"),
+                &params,
+                &param_bindings,
+                grid_1d(s.c, 1),
+            );
         }
         Mapping::Serial => {
             // Per-(sample, channel) (Σ dn·x̂, Σ dn), made once when the plan is built.

@@ -4,13 +4,67 @@
 //! Hierarchical: each level sums groups of at most [`CHUNK`] values into `⌈n / CHUNK⌉` partials
 //! (scratch tensors allocated once, when the op is recorded), until one value is left, which the
 //! last level writes to `out[0]`. 35.7M elements take 5 levels; see the shader for the error bound.
+//!
+//! [`Variant::Subgroup`] makes the levels with subgroup operations instead, one workgroup per
+//! [`BLOCK`] values (adapters with `wgpu::Features::SUBGROUP` only, see [`Variant::candidates`]).
+//! [`sum`] / [`sum_squares`] run [`Variant::Levels`]; `*_with` run a given variant.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
 
 /// Values summed by one invocation of one level.
 pub(crate) const CHUNK: usize = 64;
 const WG: u32 = 256;
+/// Values summed by one workgroup of one level of [`Variant::Subgroup`] (`BLOCK` in the shader).
+pub const BLOCK: usize = 16 * WG as usize;
+
+/// How the levels of [`sum_with`] / [`sum_squares_with`] are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// One invocation per partial of ≤ [`CHUNK`] values, no workgroup memory.
+    Levels,
+    /// One workgroup per partial of ≤ [`BLOCK`] values: `subgroupAdd`, then one barrier across
+    /// subgroups. Needs `wgpu::Features::SUBGROUP`.
+    Subgroup,
+}
+
+impl Variant {
+    /// Every variant that can run on `gpu`: `Subgroup` only where the device has subgroup
+    /// operations.
+    pub fn candidates(gpu: &Gpu) -> Vec<Variant> {
+        let mut all = vec![Variant::Levels];
+        if gpu.features.contains(wgpu::Features::SUBGROUP) {
+            all.push(Variant::Subgroup);
+        }
+        all
+    }
+}
+
+/// The last section of `shaders/reduce.wgsl`, which uses subgroup operations, starts here.
+const SUBGROUP_SECTION: &str = "// ==== subgroup variant";
+
+/// `shaders/reduce.wgsl` cut before its subgroup section, for every adapter (a module that uses
+/// subgroup operations fails to create without them).
+pub fn base_shader() -> Shader {
+    let full = shader!("reduce");
+    let end = full
+        .source
+        .find(SUBGROUP_SECTION)
+        .expect("reduce.wgsl: the subgroup section's first line is missing");
+    Shader {
+        name: "reduce",
+        source: &full.source[..end],
+    }
+}
+
+/// The whole of `shaders/reduce.wgsl`, `partial_sums_subgroup` included: only for a device with
+/// `wgpu::Features::SUBGROUP`.
+pub fn subgroup_shader() -> Shader {
+    Shader {
+        name: "reduce_subgroup",
+        ..shader!("reduce")
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -43,7 +97,7 @@ pub(crate) fn check_bindable(p: &Plan, what: &str, n: usize) {
 fn level(p: &mut Plan, src: &Tensor, dst: &Tensor, square: bool, scale: f32) {
     let m = dst.len();
     p.kernel(
-        &shader!("reduce"),
+        &base_shader(),
         "partial_sums",
         &Params {
             n: src.len() as u32,
@@ -53,6 +107,24 @@ fn level(p: &mut Plan, src: &Tensor, dst: &Tensor, square: bool, scale: f32) {
         },
         &[(1, src), (2, dst)],
         grid_1d(m, WG),
+    );
+}
+
+/// Record one level of [`Variant::Subgroup`]: `dst[w] = scale · Σ_t f(src[w·BLOCK + t])`,
+/// `t < BLOCK`, with `dst.len() = ⌈src.len() / BLOCK⌉`.
+fn subgroup_level(p: &mut Plan, src: &Tensor, dst: &Tensor, square: bool, scale: f32) {
+    let m = dst.len();
+    p.kernel(
+        &subgroup_shader(),
+        "partial_sums_subgroup",
+        &Params {
+            n: src.len() as u32,
+            m: m as u32,
+            square: square as u32,
+            scale,
+        },
+        &[(1, src), (2, dst)],
+        grid_1d(m, 1),
     );
 }
 
@@ -71,25 +143,58 @@ pub(crate) fn finish(p: &mut Plan, partials: &Tensor, out: &Tensor, scale: f32) 
     }
 }
 
-fn reduce(p: &mut Plan, x: &Tensor, out: &Tensor, square: bool) {
+fn reduce(p: &mut Plan, v: Variant, x: &Tensor, out: &Tensor, square: bool) {
     check_bindable(p, "reduce", x.len());
     assert!(!out.is_empty(), "reduce: out must hold at least one element");
-    let m = partial_count(x.len());
-    if m == 1 {
-        level(p, x, &out.view(0, &[1]), square, 1.0);
-    } else {
-        let partials = p.gpu.zeros(&[m]);
-        level(p, x, &partials, square, 1.0);
-        finish(p, &partials, out, 1.0);
+    match v {
+        Variant::Levels => {
+            let m = partial_count(x.len());
+            if m == 1 {
+                level(p, x, &out.view(0, &[1]), square, 1.0);
+            } else {
+                let partials = p.gpu.zeros(&[m]);
+                level(p, x, &partials, square, 1.0);
+                finish(p, &partials, out, 1.0);
+            }
+        }
+        Variant::Subgroup => {
+            assert!(
+                p.gpu.features.contains(wgpu::Features::SUBGROUP),
+                "reduce: Variant::Subgroup on adapter '{}', which lacks subgroup operations \
+                 (see Variant::candidates)",
+                p.gpu.info.name
+            );
+            // Square on the first level only; the last writes out[0].
+            let (mut src, mut square) = (x.clone(), square);
+            loop {
+                let m = src.len().div_ceil(BLOCK).max(1);
+                let dst = if m == 1 { out.view(0, &[1]) } else { p.gpu.zeros(&[m]) };
+                subgroup_level(p, &src, &dst, square, 1.0);
+                if m == 1 {
+                    return;
+                }
+                (src, square) = (dst, false);
+            }
+        }
     }
 }
 
 /// out[0] = Σ x (written). Deterministic; an empty `x` gives 0.
 pub fn sum(p: &mut Plan, x: &Tensor, out: &Tensor) {
-    reduce(p, x, out, false);
+    sum_with(p, Variant::Levels, x, out);
 }
 
 /// out[0] = Σ x² (written): the squared global norm used for gradient clipping.
 pub fn sum_squares(p: &mut Plan, x: &Tensor, out: &Tensor) {
-    reduce(p, x, out, true);
+    sum_squares_with(p, Variant::Levels, x, out);
+}
+
+/// [`sum`] with an explicit [`Variant`].
+pub fn sum_with(p: &mut Plan, v: Variant, x: &Tensor, out: &Tensor) {
+    reduce(p, v, x, out, false);
+}
+
+/// [`sum_squares`] with an explicit [`Variant`].
+pub fn sum_squares_with(p: &mut Plan, v: Variant, x: &Tensor, out: &Tensor) {
+    reduce(p, v, x, out, true);
 }
