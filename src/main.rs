@@ -42,6 +42,9 @@ enum Command {
     /// Where a training (or sampling) step's time goes on this adapter: every dispatch of the
     /// step's plan timed, summed by kernel and by layer, with GFLOP/s against a peak-FMA probe.
     Profile(cli::profile::ProfileArgs),
+    /// Time every kernel variant at a model's shapes on this adapter and cache the fastest (train,
+    /// sample and eval do this by themselves when the cache lacks a case, unless --no-tune).
+    Tune(cli::tune::TuneArgs),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Eval(args) => cli::eval::run(&opts, &args),
         Command::Score(args) => cli::score::run(&opts, &args),
         Command::Profile(args) => cli::profile::run(&opts, &args),
+        Command::Tune(args) => cli::tune::run(&opts, &args),
     };
     if let Err(e) = result {
         if e.downcast_ref::<cli::Interrupted>().is_some() {

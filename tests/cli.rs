@@ -4,11 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary, with kernel tuning off: these tests check behaviour, and tuning (its own test
+/// below) would add its measurements to every run.
+fn ddpm_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"));
+    c.env("DDPM_GPU_TUNE", "off");
+    c
+}
+
 fn ddpm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
-        .args(args)
-        .output()
-        .expect("running ddpm-gpu")
+    ddpm_command().args(args).output().expect("running ddpm-gpu")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -272,7 +277,7 @@ fn interrupt_saves_a_checkpoint_that_resumes(signal: &str) {
             "1",
         ],
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let child = ddpm_command()
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -400,7 +405,7 @@ fn score_trains_its_classifier_once_and_then_reads_it_from_the_cache() {
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::write(&cached, b"not a classifier").unwrap();
     let score = || {
-        Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        ddpm_command()
             .args(["score", "--samples", grid.to_str().unwrap(), "--size", "8", "--json"])
             .env("DDPM_GPU_CACHE", &cache)
             .output()
@@ -455,7 +460,7 @@ fn a_run_folder_is_never_overwritten_or_shared() {
     );
 
     // While one process trains in a folder, another cannot train in it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let mut child = ddpm_command()
         .args(["train", "--resume", run_s, "--steps", "100000", "--sample-images", "0"])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -548,7 +553,7 @@ fn resume_keeps_the_data_and_applies_or_refuses_each_flag() {
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     // A relative --data path, stored absolute.
-    let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let out = ddpm_command()
         .current_dir(&dir)
         .args(with(
             TINY,
@@ -674,7 +679,7 @@ fn sampling_commands_check_their_input_and_report_progress() {
 /// Run `args`, send `signal` once stderr shows `ready`, and return what the command did.
 fn interrupt_when(args: &[&str], ready: &str, signal: &str) -> Output {
     use std::io::{BufRead, BufReader, Read};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let mut child = ddpm_command()
         .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -771,7 +776,7 @@ fn a_backend_this_machine_lacks_is_named() {
         println!("skipped: this machine has Metal");
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+    let out = ddpm_command()
         .env("WGPU_BACKEND", "metal")
         .args(["info"])
         .output()
@@ -869,7 +874,7 @@ fn a_device_without_the_limits_the_kernels_need_is_refused_up_front() {
         ),
         ("bogus", &["DDPM_GPU_LIMITS=bogus"][..]),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+        let out = ddpm_command()
             .env("DDPM_GPU_LIMITS", value)
             .args(["info"])
             .output()
@@ -903,4 +908,71 @@ fn profile_prints_the_step_by_kernel_and_by_layer() {
     }
     fails_with(&["profile", "--model", "tiny", "--batch", "0"], &["--batch"]);
     fails_with(&["profile", "--model", "nosuch"], &["nosuch"]);
+}
+
+#[test]
+fn tuning_measures_caches_and_is_reused() {
+    let dir = tmp("tune");
+    let cache = dir.join("cache");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
+            .env("DDPM_GPU_CACHE", &cache)
+            .env_remove("DDPM_GPU_TUNE")
+            .args(args)
+            .output()
+            .expect("running ddpm-gpu")
+    };
+    let out = run(&["tune", "--model", "tiny", "--batch", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["conv2d Forward", "group_norm", "matmul", "cached in", "heuristic"] {
+        assert!(text.contains(needle), "no '{needle}' in\n{text}");
+    }
+    let files: Vec<_> = std::fs::read_dir(cache.join("tuning")).unwrap().collect();
+    assert_eq!(files.len(), 1, "one cache file for the adapter");
+    let file = files[0].as_ref().unwrap().path();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let cases = json["cases"].as_array().unwrap();
+    assert!(cases.len() > 10, "every case of the tiny model: {}", cases.len());
+
+    // Training at the tuned batch finds every case cached: no tuning.
+    let out_dir = dir.join("run");
+    let train = [
+        "train",
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--sample-images",
+        "0",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = run(&train);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("tuning kernels"), "the cache answers every case: {err}");
+
+    // A corrupt cache is ignored with a notice; the run tunes again and rewrites it.
+    std::fs::write(&file, "{ not json").unwrap();
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    let out = run(&train);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("ignoring the tuning cache"), "{err}");
+    assert!(err.contains("tuning kernels for this adapter"), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(!json["cases"].as_array().unwrap().is_empty(), "the cache is rewritten");
+
+    // --no-tune: the heuristics, no tuning, the cache untouched.
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let no_tune: Vec<&str> = train.iter().copied().chain(["--no-tune"]).collect();
+    let out = run(&no_tune);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("tuning kernels") && !file.exists(), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,6 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary, with kernel tuning off: these tests check behaviour, and tuning (its own test in
+/// tests/cli.rs) would add its measurements to every run.
+fn ddpm_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"));
+    c.env("DDPM_GPU_TUNE", "off");
+    c
+}
+
 use ddpm_gpu::diffusion::schedule::SchedulerConfig;
 use ddpm_gpu::model::{save_folder, ParamTable, UNetConfig};
 
@@ -31,10 +39,7 @@ fn model_folder(classes: Option<usize>) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ddpm-gpu"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = ddpm_command().args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     out

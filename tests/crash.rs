@@ -8,7 +8,11 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_ddpm-gpu");
 
 fn ddpm(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("running ddpm-gpu")
+    Command::new(BIN)
+        .env("DDPM_GPU_TUNE", "off")
+        .args(args)
+        .output()
+        .expect("running ddpm-gpu")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -52,6 +56,7 @@ fn sigkill_at_any_moment_leaves_a_run_that_resumes() {
         let delay = 500 + (x >> 33) % 3500;
         let run = dir.join(format!("run{k}"));
         let mut child = Command::new(BIN)
+            .env("DDPM_GPU_TUNE", "off")
             .args([
                 "train",
                 "--model",

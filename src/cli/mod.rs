@@ -7,6 +7,7 @@ pub mod profile;
 pub mod sample;
 pub mod score;
 pub mod train;
+pub mod tune;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,6 +105,63 @@ mod signals {
     pub fn install() -> Result<(), String> {
         ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).map_err(|e| e.to_string())
     }
+}
+
+/// Turn kernel tuning on for `gpu`, with the choices cached for its adapter loaded, unless
+/// `no_tune` (`--no-tune`) or `DDPM_GPU_TUNE=off` asks for the built-in heuristics.
+pub fn enable_tuning(gpu: &ddpm_gpu::gpu::Gpu, no_tune: bool) {
+    if no_tune || std::env::var("DDPM_GPU_TUNE").is_ok_and(|v| v == "off") {
+        return;
+    }
+    gpu.tuning.lock().unwrap().enabled = true;
+    if let Some(path) = ddpm_gpu::ops::tune::cache_file(gpu) {
+        if let Some(notice) = ddpm_gpu::ops::tune::load(gpu, &path) {
+            eprintln!("{notice}");
+        }
+    }
+}
+
+/// The most time tuning spends before a command goes on (cases left keep the heuristic and
+/// are tuned by the next command).
+pub const TUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// With tuning on: record with `build` (whose plans are dropped) and, when it met kernel cases
+/// the cache lacks, tune them now (see [`tune_missing_now`]).
+pub fn ensure_tuned(gpu: &ddpm_gpu::gpu::Gpu, build: impl FnOnce() -> Result<()>) -> Result<()> {
+    if gpu.tuning.lock().unwrap().enabled {
+        build()?;
+        tune_missing_now(gpu)?;
+    }
+    Ok(())
+}
+
+/// Time the candidates of the kernel cases recorded since tuning was enabled that the cache
+/// lacks, and add the winners to the cache. Returns whether any choice changed (plans recorded
+/// before then still hold the heuristic's kernels: record them again).
+pub fn tune_missing_now(gpu: &ddpm_gpu::gpu::Gpu) -> Result<bool> {
+    let missing = gpu.tuning.lock().unwrap().missing.len();
+    if missing == 0 {
+        return Ok(false);
+    }
+    eprintln!("tuning kernels for this adapter: {missing} cases (once; `--no-tune` skips)");
+    let start = Instant::now();
+    let mut progress = Progress::new(missing, "cases");
+    let tuned = ddpm_gpu::ops::tune::tune_missing(gpu, TUNE_BUDGET, |done, _| progress.set(done))?;
+    progress.finish();
+    let changed = tuned.iter().filter(|t| t.times_ms.len() > 1).count();
+    let saved = match ddpm_gpu::ops::tune::cache_file(gpu) {
+        Some(path) => match ddpm_gpu::ops::tune::save(gpu, &path, &tuned) {
+            Ok(()) => format!("cached in {}", path.display()),
+            Err(e) => format!("not cached: {e:#}"),
+        },
+        None => "not cached: no cache folder (set DDPM_GPU_CACHE)".to_string(),
+    };
+    eprintln!(
+        "tuned {} of {missing} cases ({changed} with a choice) in {:.1} s; {saved}",
+        tuned.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(!tuned.is_empty())
 }
 
 /// Progress through `len` steps of something (denoising steps, network evaluations): a bar on a

@@ -22,6 +22,10 @@ pub enum SamplerKind {
 
 #[derive(Args)]
 pub struct SampleArgs {
+    /// Use the built-in kernel heuristics instead of the kernels measured fastest on this
+    /// adapter (see `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
+    #[arg(long)]
+    no_tune: bool,
     /// A run folder of `ddpm-gpu train`, a diffusers DDPM pipeline folder (with unet/ and
     /// scheduler/), or a UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors).
     #[arg(long)]
@@ -220,6 +224,7 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     let labels = class_labels(args, &cfg)?;
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
+    super::enable_tuning(&gpu, args.no_tune);
     let weights = gpu.tensor(&[table.total], &flat);
     // Images [from, from + count) of the grid, in one pass.
     let build = |from: usize, count: usize| match &labels {
@@ -243,6 +248,9 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
             Err(e) => return Err(e.context("not even one image fits this adapter")),
         }
     };
+    if super::tune_missing_now(&gpu)? {
+        sampler = build(0, per_pass)?;
+    }
     let passes = args.images.div_ceil(per_pass);
     if passes > 1 {
         eprintln!(

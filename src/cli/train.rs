@@ -22,6 +22,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct TrainArgs {
+    /// Use the built-in kernel heuristics instead of the kernels measured fastest on this
+    /// adapter (see `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
+    #[arg(long)]
+    no_tune: bool,
     /// Model: a preset (mnist, mnist-large, ddpm-cifar10, tiny) or a diffusers config.json.
     #[arg(long, default_value = "mnist")]
     model: String,
@@ -351,6 +355,10 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         None
     };
     let weights = cfg.init.weights(&ddpm_gpu::model::ParamTable::new(&model), cfg.seed);
+    super::enable_tuning(&gpu, args.no_tune);
+    super::ensure_tuned(&gpu, || {
+        super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights).map(drop)
+    })?;
     let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
     // Held while this process trains in the folder: a second one gets a clear error.
     let _lock = if args.resume.is_some() {
@@ -602,20 +610,20 @@ fn sample_grid(
     let n = trainer.cfg.sample_images;
     // A class-conditional model samples image i from class i mod classes, one class per column.
     let m = &trainer.model;
-    let (mut sampler, cols) = match m.null_class() {
+    let build = || match m.null_class() {
         Some(classes) if classes > 0 => {
             let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
-            let cols = if n >= classes { classes } else { n };
-            (
-                Sampler::conditional(gpu, m, &trainer.table, &trainer.ema, &labels, 1.0)?,
-                cols,
-            )
+            Sampler::conditional(gpu, m, &trainer.table, &trainer.ema, &labels, 1.0)
         }
-        _ => (
-            Sampler::new(gpu, m, &trainer.table, &trainer.ema, n)?,
-            (n as f64).sqrt().ceil() as usize,
-        ),
+        _ => Sampler::new(gpu, m, &trainer.table, &trainer.ema, n),
     };
+    super::ensure_tuned(gpu, || build().map(drop))?;
+    // A class-conditional grid has a column per class.
+    let cols = match m.null_class() {
+        Some(classes) if classes > 0 => n.min(classes),
+        _ => (n as f64).sqrt().ceil() as usize,
+    };
+    let mut sampler = build()?;
     let schedule = ddpm_gpu::diffusion::schedule::Schedule::new(sched);
     let seed = trainer.cfg.seed;
     let chain = match trainer.cfg.sample_steps {

@@ -36,6 +36,19 @@ pub struct GpuInner {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pipelines: Mutex<HashMap<(&'static str, String), Arc<wgpu::ComputePipeline>>>,
+    /// The kernel variants measured fastest on this adapter (see `crate::ops::tune`).
+    pub tuning: Mutex<Tuning>,
+}
+
+/// Kernel choices by measurement: a case (an op at one shape, as JSON) → the variant that ran it
+/// fastest (as JSON). Ops ask [`Gpu::tuned`] when they record; a case without an answer gets the
+/// op's heuristic and, while tuning is enabled, is remembered in `missing` for the tuner.
+#[derive(Default)]
+pub struct Tuning {
+    /// Off (the default, and `--no-tune`): every op uses its heuristic and records nothing.
+    pub enabled: bool,
+    pub choices: std::collections::BTreeMap<String, String>,
+    pub missing: std::collections::BTreeSet<String>,
 }
 
 const NO_ADAPTER_HELP: &str = "no GPU adapter found by wgpu.\n\
@@ -182,8 +195,26 @@ impl Gpu {
                 limits,
                 features,
                 pipelines: Mutex::default(),
+                tuning: Mutex::default(),
             }),
         })
+    }
+
+    /// The variant measured fastest for `case`, when tuning is enabled and knows it; `None`
+    /// (remembering the case for the tuner) otherwise.
+    pub fn tuned<C: serde::Serialize, V: serde::de::DeserializeOwned>(&self, case: &C) -> Option<V> {
+        let mut tuning = self.tuning.lock().unwrap();
+        if !tuning.enabled {
+            return None;
+        }
+        let key = serde_json::to_string(case).expect("a tuning case serialises");
+        match tuning.choices.get(&key).and_then(|v| serde_json::from_str(v).ok()) {
+            Some(v) => Some(v),
+            None => {
+                tuning.missing.insert(key);
+                None
+            }
+        }
     }
 
     /// A device for tests and benches: the default adapter, panicking with the install hint.

@@ -15,7 +15,7 @@ mod profile;
 mod shader;
 mod tensor;
 
-pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions};
+pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions, Tuning};
 pub use plan::{grid_1d, Kernel, Plan, Timer};
 pub use profile::{Dispatch, Profile, Row};
 pub use shader::{needs, preprocess, Needs, Shader, ALL as SHADERS};

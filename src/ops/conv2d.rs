@@ -19,7 +19,7 @@ use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
 
 /// Shape of a convolution: square k×k kernel, equal stride in y and x, asymmetric zero padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Conv2d {
     pub n: usize,
     pub c_in: usize,
@@ -157,7 +157,7 @@ fn params(s: &Conv2d) -> Params {
 }
 
 /// How one pass of a convolution is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     /// One invocation per output element (`*_naive`).
     Naive,
@@ -172,6 +172,72 @@ pub enum Variant {
     /// backward_weight only: `Tiled`, with the reduction over the batch cut into `splits` slices
     /// whose partial sums go to a scratch buffer, then one kernel adds them into dw.
     Split { tile_c: usize, splits: usize },
+}
+
+/// The three passes of a convolution (each tuned on its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+/// The variant measured fastest for `pass` of `s` on this adapter (see [`crate::ops::tune`]), else
+/// the heuristic [`Choice::for_adapter`].
+pub fn chosen(gpu: &Gpu, pass: Pass, s: &Conv2d) -> Variant {
+    let case = crate::ops::tune::Case::Conv2d { pass, shape: *s };
+    gpu.tuned(&case).unwrap_or_else(|| {
+        let c = Choice::for_adapter(gpu, s);
+        match pass {
+            Pass::Forward => c.forward,
+            Pass::BackwardInput => c.backward_input,
+            Pass::BackwardWeight => c.backward_weight,
+        }
+    })
+}
+
+/// The variants the tuner times for `pass` of `s`: channel tiles from the one the channel count
+/// fills down to a quarter of it (larger ones compute channels that are never stored), packed
+/// weights where they apply, batch splits of the weight gradient up to 8, and the heuristic's
+/// choice for a device of each type.
+pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
+    let channels = match pass {
+        Pass::BackwardInput => s.c_in,
+        Pass::Forward | Pass::BackwardWeight => s.c_out,
+    };
+    let top = tile_for(channels);
+    let tiles: Vec<usize> = [top, top / 2, top / 4].into_iter().filter(|&t| t >= 1).collect();
+    let mut v = Vec::new();
+    for &tile_c in &tiles {
+        match pass {
+            Pass::Forward | Pass::BackwardInput => {
+                v.push(Variant::Tiled { tile_c });
+                // Strided backward_input runs `Tiled` for `Packed`: not a candidate of its own.
+                if tile_c >= 4 && (pass == Pass::Forward || s.stride == 1) {
+                    v.push(Variant::Packed { tile_c });
+                }
+            }
+            Pass::BackwardWeight => {
+                v.push(Variant::Tiled { tile_c });
+                for splits in [2, 4, 8].into_iter().filter(|&k| k <= s.n) {
+                    v.push(Variant::Split { tile_c, splits });
+                }
+            }
+        }
+    }
+    for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
+        let c = Choice::for_device(device, 8, s);
+        let h = match pass {
+            Pass::Forward => c.forward,
+            Pass::BackwardInput => c.backward_input,
+            Pass::BackwardWeight => c.backward_weight,
+        };
+        if !v.contains(&h) {
+            v.push(h);
+        }
+    }
+    v
 }
 
 /// The variants of the three passes of one convolution on one adapter.
@@ -340,7 +406,7 @@ fn conv_tiled(p: &mut Plan, v: Variant, mut q: Params, input: &Tensor, w: &Tenso
 
 /// y = conv(x, w) + b with the variant [`Choice::for_adapter`] picks.
 pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
-    let v = Choice::for_adapter(&p.gpu, s).forward;
+    let v = chosen(&p.gpu, Pass::Forward, s);
     forward_with(p, v, s, x, w, b, y);
 }
 
@@ -357,7 +423,7 @@ pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor
 
 /// dx += ∂loss/∂x with the variant [`Choice::for_adapter`] picks.
 pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
-    let v = Choice::for_adapter(&p.gpu, s).backward_input;
+    let v = chosen(&p.gpu, Pass::BackwardInput, s);
     backward_input_with(p, v, s, dy, w, dx);
 }
 
@@ -419,7 +485,7 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
 
 /// dw += ∂loss/∂w with the variant [`Choice::for_adapter`] picks.
 pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
-    let v = Choice::for_adapter(&p.gpu, s).backward_weight;
+    let v = chosen(&p.gpu, Pass::BackwardWeight, s);
     backward_weight_with(p, v, s, x, dy, dw);
 }
 

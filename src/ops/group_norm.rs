@@ -17,7 +17,7 @@ use crate::shader;
 
 /// Shape and settings of a `nn.GroupNorm(groups, c, eps, affine=True)` applied to x (n, c, hw),
 /// hw = H·W flattened.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupNorm {
     pub n: usize,
     pub c: usize,
@@ -27,7 +27,7 @@ pub struct GroupNorm {
 }
 
 /// Which kernels compute the group norm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mapping {
     /// One workgroup (64 invocations) per (sample, group), shared-memory tree reduction.
     Workgroup,
@@ -47,6 +47,17 @@ impl Mapping {
         } else {
             Mapping::Workgroup
         }
+    }
+
+    /// The mapping measured fastest for this norm (forward or `backward`, fused with SiLU or not)
+    /// on this adapter (see [`crate::ops::tune`]), else [`Mapping::for_adapter`].
+    pub fn chosen(gpu: &Gpu, backward: bool, silu: bool, s: &GroupNorm) -> Mapping {
+        let case = crate::ops::tune::Case::GroupNorm {
+            backward,
+            silu,
+            shape: *s,
+        };
+        gpu.tuned(&case).unwrap_or_else(|| Mapping::for_adapter(gpu))
     }
 
     /// Every mapping that can run on `gpu`: `Subgroup` only where the device has subgroup
@@ -159,7 +170,7 @@ pub fn forward(
     mean: &Tensor,
     rstd: &Tensor,
 ) {
-    let m = Mapping::for_adapter(&p.gpu);
+    let m = Mapping::chosen(&p.gpu, false, false, s);
     forward_with(p, m, s, x, gamma, beta, y, mean, rstd);
 }
 
@@ -192,7 +203,7 @@ pub fn forward_silu(
     mean: &Tensor,
     rstd: &Tensor,
 ) {
-    let m = Mapping::for_adapter(&p.gpu);
+    let m = Mapping::chosen(&p.gpu, false, true, s);
     forward_silu_with(p, m, s, x, gamma, beta, a, mean, rstd);
 }
 
@@ -260,7 +271,7 @@ pub fn backward(
     dgamma: &Tensor,
     dbeta: &Tensor,
 ) {
-    let m = Mapping::for_adapter(&p.gpu);
+    let m = Mapping::chosen(&p.gpu, true, false, s);
     backward_with(p, m, s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
 }
 
@@ -301,7 +312,7 @@ pub fn backward_silu(
     dgamma: &Tensor,
     dbeta: &Tensor,
 ) {
-    let m = Mapping::for_adapter(&p.gpu);
+    let m = Mapping::chosen(&p.gpu, true, true, s);
     backward_silu_with(p, m, s, x, gamma, beta, mean, rstd, da, dx, dgamma, dbeta);
 }
 

@@ -23,7 +23,7 @@ use crate::gpu::{Plan, Tensor};
 use crate::shader;
 
 /// Shape and layout of a batched product C = alpha·op(A)·op(B), op(A) m×k, op(B) k×n, C m×n.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Matmul {
     pub batch: usize,
     pub m: usize,
@@ -97,7 +97,7 @@ pub struct Extra<'a> {
 }
 
 /// Which kernel records the product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     Naive,
     Blocked,
@@ -106,6 +106,15 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// The kernels the tuner times for a product (`vec4_ok`: see [`vec4_ok`]).
+    pub fn candidates(vec4_ok: bool) -> Vec<Variant> {
+        let mut v = vec![Variant::Blocked, Variant::Wide];
+        if vec4_ok {
+            v.push(Variant::Vec4);
+        }
+        v
+    }
+
     /// The kernel for a device of type `device` (see the module documentation); `vec4_ok`:
     /// whether the product's layout allows [`Variant::Vec4`].
     pub fn choose(device: wgpu::DeviceType, vec4_ok: bool) -> Variant {
@@ -242,7 +251,13 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
     }
     // Entry points that never add a bias still declare its binding: bind A again then.
     let bias = e.bias.unwrap_or(a);
-    let variant = variant.unwrap_or_else(|| Variant::choose(p.gpu.info.device_type, vec4_ok(s, e, a, b, c)));
+    let variant = variant.unwrap_or_else(|| {
+        let case = crate::ops::tune::Case::matmul(s, e, [a.len(), b.len(), c.len()]);
+        let ok = vec4_ok(s, e, a, b, c);
+        p.gpu
+            .tuned(&case)
+            .unwrap_or_else(|| Variant::choose(p.gpu.info.device_type, ok))
+    });
     let z = fits(batches_c);
     assert!(z <= 65535, "matmul: batch {z} exceeds one dispatch dimension");
     let groups = |v: usize, per: usize| fits(v.div_ceil(per));

@@ -24,4 +24,5 @@ pub mod reduce;
 pub mod silu;
 pub mod softmax;
 pub mod timestep_embedding;
+pub mod tune;
 pub mod upsample;
