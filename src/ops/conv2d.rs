@@ -197,8 +197,8 @@ pub fn chosen(gpu: &Gpu, pass: Pass, s: &Conv2d) -> Variant {
     })
 }
 
-/// The variants the tuner times for `pass` of `s`: channel tiles from the one the channel count
-/// fills down to a quarter of it (larger ones compute channels that are never stored), packed
+/// The variants the tuner times for `pass` of `s`: the channel tile the channel count fills and
+/// half of it (larger ones compute channels that are never stored), packed
 /// weights where they apply, batch splits of the weight gradient up to 8, and the heuristic's
 /// choice for a device of each type.
 pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
@@ -207,7 +207,7 @@ pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
         Pass::Forward | Pass::BackwardWeight => s.c_out,
     };
     let top = tile_for(channels);
-    let tiles: Vec<usize> = [top, top / 2, top / 4].into_iter().filter(|&t| t >= 1).collect();
+    let tiles: Vec<usize> = [top, top / 2].into_iter().filter(|&t| t >= 1).collect();
     let mut v = Vec::new();
     for &tile_c in &tiles {
         match pass {
