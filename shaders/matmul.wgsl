@@ -29,12 +29,61 @@
 //   A values (uniform loads) and only op(B)'s 8 columns differ between them: per k, 8 scalar
 //   (or, with `wide_vec4` bit 0, 2 vec4) loads of B and 16 uniform loads of A (bit 1: 4 vec4)
 //   feed 128 FMAs, against 64 FMAs per 8 loads in the 4×4 tiles. No workgroup memory.
+// - `shared_tile`: the textbook GPU GEMM with workgroup memory, described in its own section below.
+//   Workgroup 16×16 over (j, i), a 64×64 tile of C per workgroup, 4×4 outputs per invocation, any
+//   strides; out-of-range operand elements are loaded as zeros.
 // Rows and columns past m and n are never stored; `naive`/`blocked`/`wide` clamp their scalar
 // loads into the matrix, while `tile_*` and `wide`'s vec4 loads read the rest of the last tile
 // (inside the row stride, or made safe by WebGPU's robust buffer access) — a row of C depends only
 // on the same row of op(A), a column only on the same column of op(B), so such values never reach
 // a stored element.
 // The batch index z is the dispatch's z (≤ 65535), or 0 with the batch summed inside.
+//
+// ---- shared_tile: workgroup-memory tiling ------------------------------------------------------
+// In `naive`, each of the m·n invocations reads its whole row of op(A) and column of op(B) from
+// global memory: every A value is fetched n times and every B value m times. On a GPU global
+// memory is far slower than arithmetic, so the product is bound by those fetches. `shared_tile`
+// fetches each value once per workgroup instead of once per invocation:
+// - Tiles. A workgroup of 16×16 = 256 invocations owns a 64×64 tile of C (rows i0..i0+63,
+//   columns j0..j0+63). That tile needs the 64 rows i0.. of op(A) and the 64 columns j0.. of
+//   op(B); the workgroup walks along K in steps of BK = 16 and, per step, copies the 64×16 slab
+//   op(A)[i0.., k0..k0+15] and the 16×64 slab op(B)[k0..k0+15, j0..] from global memory into two
+//   `var<workgroup>` arrays (`tile_a`, `tile_b`: memory shared by the workgroup's invocations, on
+//   the chip, about as fast as registers). Each value fetched is then used 64 times from there.
+// - Cooperative loads. The 1024 elements of each slab are split over the 256 invocations, 4 each:
+//   invocation `flat` (0..255) loads element f = flat + 256·t for t = 0..3. Elements past m, n or
+//   K are stored as 0, so the arithmetic needs no edge tests (a zero adds nothing).
+// - Coalescing. A GPU runs invocations in groups of 32 or 64 (warps/wavefronts) and merges their
+//   simultaneous global loads into as few memory transactions as the addresses allow: one when they
+//   read consecutive addresses. So f is mapped to the slab along the operand's contiguous
+//   dimension: for plain A (a_sk = 1) 16 consecutive invocations read the 16 consecutive k-values
+//   of one row of A (64 bytes), the next 16 the next row; for transposed A (a_si = 1) 64
+//   consecutive invocations read 64 consecutive i-values; likewise for op(B) along j (plain B) or
+//   k (transposed B). Strides that are 1 for neither dimension just give scattered loads.
+// - Register block. Both slabs are stored k-major (row kk holds the 64 values of k = k0 + kk), and
+//   invocation (x, y) accumulates the 16 outputs C[i0 + y + 16r, j0 + x + 16q], r, q < 4, in a
+//   mat4x4 held in registers: per kk it reads 4 values of `tile_a` and 4 of `tile_b` and does 16
+//   FMAs with them (a single output per invocation would do 1 FMA per 2 reads). Spreading the 4
+//   rows and columns 16 apart rather than taking 4 neighbours makes the 16 invocations along x read
+//   16 consecutive words of `tile_b` (and the same words of `tile_a`), and store 16 consecutive
+//   elements of a row of C: coalesced stores.
+// - The two barriers. `workgroupBarrier()` waits until every invocation of the workgroup has
+//   reached it and makes their workgroup-memory writes visible to each other. The first, after the
+//   loads, is needed because an invocation reads values that *other* invocations loaded; the
+//   second, after the arithmetic, because the next step's loads overwrite the slabs that slower
+//   invocations may still be reading. Every invocation, even one whose outputs all lie past m or
+//   n, runs every load and reaches every barrier (the loops' trip counts come from `params` only);
+//   such invocations just store nothing at the end.
+// - Bank padding. Workgroup memory is split into (on most GPUs) 32 banks of 4-byte words, word w
+//   in bank w mod 32, and invocations of a warp that touch different words of one bank are served
+//   one after the other. The slabs' rows are 66 words, not 64: when a load runs along k, 32
+//   consecutive invocations write k = 0..15 of two neighbouring i; with rows of 64 words those 16
+//   k-values would all lie in one bank, with 66 the 32 writes fall in 32 different banks
+//   (2·kk + ii mod 32). (Reasoned, not measured: there is no GPU here.)
+// - Workgroup memory: 2 slabs × 16 rows × 66 floats × 4 bytes = 8448 bytes (WebGPU's default
+//   limit is 16384).
+// On CPU drivers such as lavapipe a barrier ends a loop over the workgroup's invocations and
+// workgroup memory is ordinary memory, so this kernel gains nothing there; it is written for GPUs.
 
 struct Params {
     m: u32,
@@ -359,6 +408,84 @@ fn wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         for (var q = 0u; q < 4u; q++) {
             store(z0, i0 + r, j0 + q, acc.lo[r][q]);
             store(z0, i0 + r, j0 + 4u + q, acc.hi[r][q]);
+        }
+    }
+}
+
+// ---- shared_tile: 64×64 tiles of C through workgroup memory (see the header) -------------------
+
+const SH_T: u32 = 16u;                 // invocations per workgroup along j and along i
+const SH_BM: u32 = 64u;                // rows and columns of C per workgroup: SH_T × 4
+const SH_BK: u32 = 16u;                // k-values per slab
+const SH_ROW: u32 = 66u;               // words per slab row: SH_BM + 2 (bank padding)
+const SH_LOADS: u32 = SH_BM * SH_BK / (SH_T * SH_T); // elements each invocation loads per slab
+
+// tile_a[kk * SH_ROW + ii] = op(A)[i0 + ii, k0 + kk], tile_b[kk * SH_ROW + jj] = op(B)[k0 + kk, j0 + jj].
+var<workgroup> tile_a: array<f32, SH_BK * SH_ROW>;
+var<workgroup> tile_b: array<f32, SH_BK * SH_ROW>;
+
+// This invocation's share of the slabs at k0 of batch item bases ba (A) and bb (B); zeros past
+// m, n and K. `flat` numbers the workgroup's invocations 0..255.
+fn load_slabs(flat: u32, ba: u32, bb: u32, i0: u32, j0: u32, k0: u32) {
+    for (var t = 0u; t < SH_LOADS; t++) {
+        let f = flat + t * SH_T * SH_T;
+        // op(A): consecutive f along k when A's rows are contiguous (a_sk = 1), else along i.
+        var ii = f % SH_BM;
+        var ka = f / SH_BM;
+        if (params.a_sk == 1u) {
+            ka = f % SH_BK;
+            ii = f / SH_BK;
+        }
+        var va = 0.0;
+        if (i0 + ii < params.m && k0 + ka < params.k) {
+            va = a[ba + (i0 + ii) * params.a_si + (k0 + ka) * params.a_sk];
+        }
+        tile_a[ka * SH_ROW + ii] = va;
+        // op(B): consecutive f along j when B's rows are contiguous (b_sj = 1), else along k.
+        var jj = f % SH_BM;
+        var kb = f / SH_BM;
+        if (params.b_sj != 1u) {
+            kb = f % SH_BK;
+            jj = f / SH_BK;
+        }
+        var vb = 0.0;
+        if (j0 + jj < params.n && k0 + kb < params.k) {
+            vb = b[bb + (k0 + kb) * params.b_sk + (j0 + jj) * params.b_sj];
+        }
+        tile_b[kb * SH_ROW + jj] = vb;
+    }
+}
+
+@compute @workgroup_size(SH_T, SH_T)
+fn shared_tile(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i0 = wid.y * SH_BM;
+    let j0 = wid.x * SH_BM;
+    let flat = lid.y * SH_T + lid.x;
+    let z0 = batch_first(wid.z);
+    // acc[q][r] = C[i0 + lid.y + 16r, j0 + lid.x + 16q].
+    var acc: mat4x4<f32>;
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        let ba = params.offset_a + (z0 + bi) * params.stride_a;
+        let bb = params.offset_b + (z0 + bi) * params.stride_b;
+        for (var k0 = 0u; k0 < params.k; k0 += SH_BK) {
+            load_slabs(flat, ba, bb, i0, j0, k0);
+            workgroupBarrier(); // the slabs are complete before anyone reads them
+            for (var kk = 0u; kk < SH_BK; kk++) {
+                let pa = kk * SH_ROW + lid.y;
+                let pb = kk * SH_ROW + lid.x;
+                let av = vec4<f32>(tile_a[pa], tile_a[pa + SH_T], tile_a[pa + 2u * SH_T], tile_a[pa + 3u * SH_T]);
+                let bv = vec4<f32>(tile_b[pb], tile_b[pb + SH_T], tile_b[pb + 2u * SH_T], tile_b[pb + 3u * SH_T]);
+                acc[0] = fma(av, vec4<f32>(bv.x), acc[0]);
+                acc[1] = fma(av, vec4<f32>(bv.y), acc[1]);
+                acc[2] = fma(av, vec4<f32>(bv.z), acc[2]);
+                acc[3] = fma(av, vec4<f32>(bv.w), acc[3]);
+            }
+            workgroupBarrier(); // everyone is done reading before the next loads overwrite them
+        }
+    }
+    for (var q = 0u; q < 4u; q++) {
+        for (var r = 0u; r < 4u; r++) {
+            store(z0, i0 + lid.y + r * SH_T, j0 + lid.x + q * SH_T, acc[q][r]);
         }
     }
 }
