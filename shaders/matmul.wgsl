@@ -46,18 +46,20 @@
 // fetches each value once per workgroup instead of once per invocation:
 // - Tiles. A workgroup of 16×16 = 256 invocations owns a 64×64 tile of C (rows i0..i0+63,
 //   columns j0..j0+63). That tile needs the 64 rows i0.. of op(A) and the 64 columns j0.. of
-//   op(B); the workgroup walks along K in steps of BK = 16 and, per step, copies the 64×16 slab
-//   op(A)[i0.., k0..k0+15] and the 16×64 slab op(B)[k0..k0+15, j0..] from global memory into two
+//   op(B); the workgroup walks along K in steps of BK = 8 and, per step, copies the 64×8 slab
+//   op(A)[i0.., k0..k0+7] and the 8×64 slab op(B)[k0..k0+7, j0..] from global memory into two
 //   `var<workgroup>` arrays (`tile_a`, `tile_b`: memory shared by the workgroup's invocations, on
 //   the chip, about as fast as registers). Each value fetched is then used 64 times from there.
-// - Cooperative loads. The 1024 elements of each slab are split over the 256 invocations, 4 each:
-//   invocation `flat` (0..255) loads element f = flat + 256·t for t = 0..3. Elements past m, n or
+//   (BK = 16 would halve the barriers per K, but llvmpipe's GL driver then takes over a minute to
+//   compile the kernel, against 4 s at 8.)
+// - Cooperative loads. The 512 elements of each slab are split over the 256 invocations, 2 each:
+//   invocation `flat` (0..255) loads element f = flat + 256·t for t = 0..1. Elements past m, n or
 //   K are stored as 0, so the arithmetic needs no edge tests (a zero adds nothing).
 // - Coalescing. A GPU runs invocations in groups of 32 or 64 (warps/wavefronts) and merges their
 //   simultaneous global loads into as few memory transactions as the addresses allow: one when they
 //   read consecutive addresses. So f is mapped to the slab along the operand's contiguous
-//   dimension: for plain A (a_sk = 1) 16 consecutive invocations read the 16 consecutive k-values
-//   of one row of A (64 bytes), the next 16 the next row; for transposed A (a_si = 1) 64
+//   dimension: for plain A (a_sk = 1) 8 consecutive invocations read the 8 consecutive k-values
+//   of one row of A (32 bytes), the next 8 the next row; for transposed A (a_si = 1) 64
 //   consecutive invocations read 64 consecutive i-values; likewise for op(B) along j (plain B) or
 //   k (transposed B). Strides that are 1 for neither dimension just give scattered loads.
 // - Register block. Both slabs are stored k-major (row kk holds the 64 values of k = k0 + kk), and
@@ -76,11 +78,11 @@
 //   such invocations just store nothing at the end.
 // - Bank padding. Workgroup memory is split into (on most GPUs) 32 banks of 4-byte words, word w
 //   in bank w mod 32, and invocations of a warp that touch different words of one bank are served
-//   one after the other. The slabs' rows are 66 words, not 64: when a load runs along k, 32
-//   consecutive invocations write k = 0..15 of two neighbouring i; with rows of 64 words those 16
-//   k-values would all lie in one bank, with 66 the 32 writes fall in 32 different banks
-//   (2·kk + ii mod 32). (Reasoned, not measured: there is no GPU here.)
-// - Workgroup memory: 2 slabs × 16 rows × 66 floats × 4 bytes = 8448 bytes (WebGPU's default
+//   one after the other. The slabs' rows are 68 words, not 64: when a load runs along k, 32
+//   consecutive invocations write k = 0..7 of four neighbouring i; with rows of 64 words those 8
+//   k-values would all lie in one bank, with 68 the 32 writes fall in 32 different banks
+//   (4·kk + ii mod 32). (Reasoned, not measured: there is no GPU here.)
+// - Workgroup memory: 2 slabs × 8 rows × 68 floats × 4 bytes = 4352 bytes (WebGPU's default
 //   limit is 16384).
 // On CPU drivers such as lavapipe a barrier ends a loop over the workgroup's invocations and
 // workgroup memory is ordinary memory, so this kernel gains nothing there; it is written for GPUs.
@@ -416,8 +418,8 @@ fn wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 
 const SH_T: u32 = 16u;                 // invocations per workgroup along j and along i
 const SH_BM: u32 = 64u;                // rows and columns of C per workgroup: SH_T × 4
-const SH_BK: u32 = 16u;                // k-values per slab
-const SH_ROW: u32 = 66u;               // words per slab row: SH_BM + 2 (bank padding)
+const SH_BK: u32 = 8u;                 // k-values per slab
+const SH_ROW: u32 = 68u;               // words per slab row: SH_BM + 4 (bank padding)
 const SH_LOADS: u32 = SH_BM * SH_BK / (SH_T * SH_T); // elements each invocation loads per slab
 
 // tile_a[kk * SH_ROW + ii] = op(A)[i0 + ii, k0 + kk], tile_b[kk * SH_ROW + jj] = op(B)[k0 + kk, j0 + jj].

@@ -159,7 +159,7 @@ fn wide_matches_reference_for_all_layouts() {
 }
 
 /// Odd strides (scattered loads) and aligned ones; m = 65 and n = 65, 100 leave partial 64×64
-/// tiles, K = 33, 65, 70 several 16-deep slabs with a partial last one, K = 1, 5, 7, 13 a single
+/// tiles, K = 13, 33, 65, 70 several 8-deep slabs with a partial last one, K = 1, 5, 7 a single
 /// partial one.
 #[test]
 fn shared_matches_reference_for_all_layouts() {

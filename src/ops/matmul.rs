@@ -10,8 +10,8 @@
 //!   one 16-row block, so A's loads are the same for the whole workgroup; any strides, vec4 loads
 //!   where an operand is contiguous and aligned;
 //! - [`Variant::Shared`]: the textbook GPU kernel: a workgroup of 16×16 invocations computes a
-//!   64×64 tile of C, loading 16-deep slabs of op(A) and op(B) cooperatively (coalesced) into
-//!   workgroup memory (8448 bytes) between two barriers, 4×4 outputs per invocation; any strides.
+//!   64×64 tile of C, loading 8-deep slabs of op(A) and op(B) cooperatively (coalesced) into
+//!   workgroup memory (4352 bytes) between two barriers, 4×4 outputs per invocation; any strides.
 //!   Never picked by [`Variant::choose`]; the autotuner times it against the others.
 //!
 //! [`matmul`] picks by [`Variant::choose`]: on CPU adapters `Wide` (lavapipe runs every load
