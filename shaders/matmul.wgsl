@@ -50,25 +50,25 @@
 //   op(A)[i0.., k0..k0+7] and the 8×64 slab op(B)[k0..k0+7, j0..] from global memory into two
 //   `var<workgroup>` arrays (`tile_a`, `tile_b`: memory shared by the workgroup's invocations, on
 //   the chip, about as fast as registers). Each value fetched is then used 64 times from there.
-//   (BK = 16 would halve the barriers per K, but llvmpipe's GL driver then takes over a minute to
-//   compile the kernel, against 4 s at 8.)
-// - Cooperative loads. The 512 elements of each slab are split over the 256 invocations, 2 each:
-//   invocation `flat` (0..255) loads element f = flat + 256·t for t = 0..1. Elements past m, n or
-//   K are stored as 0, so the arithmetic needs no edge tests (a zero adds nothing).
+// - Cooperative loads. Each slab is 8 rows (k) of 16 vec4s, 128 vec4s, and half of the 256
+//   invocations load one vec4 of it: invocations 0..127 fill `tile_a`, 128..255 `tile_b`. The vec4
+//   at (kk, y) of `tile_a` holds op(A)[i0 + y + 16r, k0 + kk] for r = 0..3 (rows 16 apart: see the
+//   register block), that of `tile_b` op(B)[k0 + kk, j0 + x + 16q]. Elements past m, n or K are
+//   stored as 0, so the arithmetic needs no edge tests (a zero adds nothing).
 // - Coalescing. A GPU runs invocations in groups of 32 or 64 (warps/wavefronts) and merges their
 //   simultaneous global loads into as few memory transactions as the addresses allow: one when they
-//   read consecutive addresses. So f is mapped to the slab along the operand's contiguous
-//   dimension: for plain A (a_sk = 1) 8 consecutive invocations read the 8 consecutive k-values
-//   of one row of A (32 bytes), the next 8 the next row; for transposed A (a_si = 1) 64
-//   consecutive invocations read 64 consecutive i-values; likewise for op(B) along j (plain B) or
-//   k (transposed B). Strides that are 1 for neither dimension just give scattered loads.
-// - Register block. Both slabs are stored k-major (row kk holds the 64 values of k = k0 + kk), and
-//   invocation (x, y) accumulates the 16 outputs C[i0 + y + 16r, j0 + x + 16q], r, q < 4, in a
-//   mat4x4 held in registers: per kk it reads 4 values of `tile_a` and 4 of `tile_b` and does 16
-//   FMAs with them (a single output per invocation would do 1 FMA per 2 reads). Spreading the 4
-//   rows and columns 16 apart rather than taking 4 neighbours makes the 16 invocations along x read
-//   16 consecutive words of `tile_b` (and the same words of `tile_a`), and store 16 consecutive
-//   elements of a row of C: coalesced stores.
+//   read consecutive addresses. So consecutive invocations take consecutive elements along the
+//   operand's contiguous dimension: for plain A (a_sk = 1) 8 consecutive invocations take k = 0..7
+//   of one row (each of the 4 loads of the vec4 reads 32 contiguous bytes across them); for
+//   transposed A (a_si = 1) 16 consecutive invocations take y = 0..15, so each of the 4 loads reads
+//   16 consecutive i (64 bytes); likewise op(B) along j (plain B) or k (transposed B). Strides that
+//   are 1 for neither dimension just give scattered loads.
+// - Register block. Invocation (x, y) accumulates the 16 outputs C[i0 + y + 16r, j0 + x + 16q],
+//   r, q < 4, in a mat4x4 held in registers: per kk it reads one vec4 of `tile_a` (its 4 rows) and
+//   one of `tile_b` (its 4 columns) and does their 16 products (one output per invocation would do
+//   1 FMA per 2 reads of workgroup memory; this does 16 per 2). Rows and columns 16 apart rather
+//   than 4 neighbours make the 16 invocations along x read 16 consecutive vec4s of `tile_b` (and
+//   the same vec4 of `tile_a`), and store 16 consecutive elements of a row of C: coalesced stores.
 // - The two barriers. `workgroupBarrier()` waits until every invocation of the workgroup has
 //   reached it and makes their workgroup-memory writes visible to each other. The first, after the
 //   loads, is needed because an invocation reads values that *other* invocations loaded; the
@@ -77,13 +77,16 @@
 //   n, runs every load and reaches every barrier (the loops' trip counts come from `params` only);
 //   such invocations just store nothing at the end.
 // - Bank padding. Workgroup memory is split into (on most GPUs) 32 banks of 4-byte words, word w
-//   in bank w mod 32, and invocations of a warp that touch different words of one bank are served
-//   one after the other. The slabs' rows are 68 words, not 64: when a load runs along k, 32
-//   consecutive invocations write k = 0..7 of four neighbouring i; with rows of 64 words those 8
-//   k-values would all lie in one bank, with 68 the 32 writes fall in 32 different banks
-//   (4·kk + ii mod 32). (Reasoned, not measured: there is no GPU here.)
-// - Workgroup memory: 2 slabs × 8 rows × 68 floats × 4 bytes = 4352 bytes (WebGPU's default
-//   limit is 16384).
+//   in bank w mod 32, and invocations that touch different words of one bank at once are served one
+//   after the other (16-byte accesses go 8 invocations at a time). The slab rows are 17 vec4s, not
+//   16: when a load runs along k, 8 consecutive invocations write k = 0..7 of one y; with rows of
+//   64 words those 8 vec4s would start in the same bank, with 68 words they cover all 32 banks.
+//   (Reasoned, not measured: there is no GPU here.)
+// - Workgroup memory: 2 slabs × 8 rows × 17 vec4s × 16 bytes = 4352 bytes (WebGPU's default limit
+//   is 16384).
+// - Why 8 deep, in vec4s: llvmpipe's GL driver takes a compile time that grows with the number of
+//   elements of the workgroup arrays: 16-deep slabs of scalars took it over two minutes, these
+//   about 20 s on first use (Mesa caches the result).
 // On CPU drivers such as lavapipe a barrier ends a loop over the workgroup's invocations and
 // workgroup memory is ordinary memory, so this kernel gains nothing there; it is written for GPUs.
 
@@ -416,45 +419,63 @@ fn wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 
 // ---- shared_tile: 64×64 tiles of C through workgroup memory (see the header) -------------------
 
-const SH_T: u32 = 16u;                 // invocations per workgroup along j and along i
-const SH_BM: u32 = 64u;                // rows and columns of C per workgroup: SH_T × 4
-const SH_BK: u32 = 8u;                 // k-values per slab
-const SH_ROW: u32 = 68u;               // words per slab row: SH_BM + 4 (bank padding)
-const SH_LOADS: u32 = SH_BM * SH_BK / (SH_T * SH_T); // elements each invocation loads per slab
+const SH_T: u32 = 16u;                  // invocations per workgroup along j and along i
+const SH_BM: u32 = 64u;                 // rows and columns of C per workgroup: SH_T × 4
+const SH_BK: u32 = 8u;                  // k-values per slab
+const SH_ROW4: u32 = 17u;               // vec4s per slab row: SH_T + 1 (bank padding)
+const SH_LOADERS: u32 = SH_BK * SH_T;   // vec4s per slab = invocations loading each slab
 
-// tile_a[kk * SH_ROW + ii] = op(A)[i0 + ii, k0 + kk], tile_b[kk * SH_ROW + jj] = op(B)[k0 + kk, j0 + jj].
-var<workgroup> tile_a: array<f32, SH_BK * SH_ROW>;
-var<workgroup> tile_b: array<f32, SH_BK * SH_ROW>;
+// tile_a[kk * SH_ROW4 + y] = op(A)[i0 + y + 16r, k0 + kk] for r = 0..3 (rows 16 apart, the rows
+// of C that invocation row y computes); tile_b[kk * SH_ROW4 + x] = op(B)[k0 + kk, j0 + x + 16q].
+var<workgroup> tile_a: array<vec4<f32>, SH_BK * SH_ROW4>;
+var<workgroup> tile_b: array<vec4<f32>, SH_BK * SH_ROW4>;
 
-// This invocation's share of the slabs at k0 of batch item bases ba (A) and bb (B); zeros past
-// m, n and K. `flat` numbers the workgroup's invocations 0..255.
+// op(A)[i, k] of the batch item at ba, 0 past m or K.
+fn a_or_zero(ba: u32, i: u32, k: u32) -> f32 {
+    if (i < params.m && k < params.k) {
+        return a[ba + i * params.a_si + k * params.a_sk];
+    }
+    return 0.0;
+}
+
+// op(B)[k, j] of the batch item at bb, 0 past K or n.
+fn b_or_zero(bb: u32, k: u32, j: u32) -> f32 {
+    if (k < params.k && j < params.n) {
+        return b[bb + k * params.b_sk + j * params.b_sj];
+    }
+    return 0.0;
+}
+
+// This invocation's share of the slabs at k0: invocations 0..127 load one vec4 of tile_a each,
+// 128..255 one of tile_b. Consecutive invocations take consecutive k when the operand is
+// contiguous along k (plain A: a_sk = 1, transposed B: b_sj ≠ 1), else consecutive rows (columns).
 fn load_slabs(flat: u32, ba: u32, bb: u32, i0: u32, j0: u32, k0: u32) {
-    for (var t = 0u; t < SH_LOADS; t++) {
-        let f = flat + t * SH_T * SH_T;
-        // op(A): consecutive f along k when A's rows are contiguous (a_sk = 1), else along i.
-        var ii = f % SH_BM;
-        var ka = f / SH_BM;
-        if (params.a_sk == 1u) {
-            ka = f % SH_BK;
-            ii = f / SH_BK;
-        }
-        var va = 0.0;
-        if (i0 + ii < params.m && k0 + ka < params.k) {
-            va = a[ba + (i0 + ii) * params.a_si + (k0 + ka) * params.a_sk];
-        }
-        tile_a[ka * SH_ROW + ii] = va;
-        // op(B): consecutive f along j when B's rows are contiguous (b_sj = 1), else along k.
-        var jj = f % SH_BM;
-        var kb = f / SH_BM;
-        if (params.b_sj != 1u) {
-            kb = f % SH_BK;
-            jj = f / SH_BK;
-        }
-        var vb = 0.0;
-        if (j0 + jj < params.n && k0 + kb < params.k) {
-            vb = b[bb + (k0 + kb) * params.b_sk + (j0 + jj) * params.b_sj];
-        }
-        tile_b[kb * SH_ROW + jj] = vb;
+    let g = flat % SH_LOADERS;
+    let is_a = flat < SH_LOADERS;
+    let along_k = select(params.b_sj != 1u, params.a_sk == 1u, is_a);
+    var kk = g / SH_T;
+    var e = g % SH_T;  // y of tile_a, x of tile_b
+    if (along_k) {
+        kk = g % SH_BK;
+        e = g / SH_BK;
+    }
+    let k = k0 + kk;
+    if (is_a) {
+        let i = i0 + e;
+        tile_a[kk * SH_ROW4 + e] = vec4<f32>(
+            a_or_zero(ba, i, k),
+            a_or_zero(ba, i + SH_T, k),
+            a_or_zero(ba, i + 2u * SH_T, k),
+            a_or_zero(ba, i + 3u * SH_T, k),
+        );
+    } else {
+        let j = j0 + e;
+        tile_b[kk * SH_ROW4 + e] = vec4<f32>(
+            b_or_zero(bb, k, j),
+            b_or_zero(bb, k, j + SH_T),
+            b_or_zero(bb, k, j + 2u * SH_T),
+            b_or_zero(bb, k, j + 3u * SH_T),
+        );
     }
 }
 
@@ -473,10 +494,8 @@ fn shared_tile(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
             load_slabs(flat, ba, bb, i0, j0, k0);
             workgroupBarrier(); // the slabs are complete before anyone reads them
             for (var kk = 0u; kk < SH_BK; kk++) {
-                let pa = kk * SH_ROW + lid.y;
-                let pb = kk * SH_ROW + lid.x;
-                let av = vec4<f32>(tile_a[pa], tile_a[pa + SH_T], tile_a[pa + 2u * SH_T], tile_a[pa + 3u * SH_T]);
-                let bv = vec4<f32>(tile_b[pb], tile_b[pb + SH_T], tile_b[pb + 2u * SH_T], tile_b[pb + 3u * SH_T]);
+                let av = tile_a[kk * SH_ROW4 + lid.y];
+                let bv = tile_b[kk * SH_ROW4 + lid.x];
                 acc[0] = fma(av, vec4<f32>(bv.x), acc[0]);
                 acc[1] = fma(av, vec4<f32>(bv.y), acc[1]);
                 acc[2] = fma(av, vec4<f32>(bv.z), acc[2]);
