@@ -1,6 +1,6 @@
 //! Matrix product benchmark: `cargo bench --bench matmul`. Prints the adapter, its peak-FMA
-//! GFLOP/s (`ops::peak`), then GFLOP/s and % of peak of each kernel (naive, blocked, vec4) on
-//! square products and on the products of the attention block of a 28×28 MNIST U-Net
+//! GFLOP/s (`ops::peak`), then GFLOP/s and % of peak of each kernel (naive, blocked, vec4, wide,
+//! shared) on square products and on the products of the attention block of a 28×28 MNIST U-Net
 //! (B = 64, C = 64, T = 196 at 14×14 and T = 49 at 7×7), and the whole attention block.
 //! Times are medians of wall-clock runs (`ops::peak::time_plan`); other processes on the machine
 //! inflate them.
@@ -18,7 +18,13 @@ fn bench(gpu: &Gpu, peak: f64, name: &str, s: &Matmul) {
     let (a, b, c) = (gpu.zeros(&[na]), gpu.zeros(&[nb]), gpu.zeros(&[nc]));
     let e = Extra::default();
     let mut line = format!("{name:<34}");
-    for v in [Variant::Naive, Variant::Blocked, Variant::Vec4, Variant::Wide] {
+    for v in [
+        Variant::Naive,
+        Variant::Blocked,
+        Variant::Vec4,
+        Variant::Wide,
+        Variant::Shared,
+    ] {
         if v == Variant::Vec4 && !vec4_ok(s, &e, &a, &b, &c) {
             line += "   vec4: (layout not aligned)";
             continue;

@@ -29,12 +29,66 @@
 //   A values (uniform loads) and only op(B)'s 8 columns differ between them: per k, 8 scalar
 //   (or, with `wide_vec4` bit 0, 2 vec4) loads of B and 16 uniform loads of A (bit 1: 4 vec4)
 //   feed 128 FMAs, against 64 FMAs per 8 loads in the 4×4 tiles. No workgroup memory.
+// - `shared_tile`: the textbook GPU GEMM with workgroup memory, described in its own section below.
+//   Workgroup 16×16 over (j, i), a 64×64 tile of C per workgroup, 4×4 outputs per invocation, any
+//   strides; out-of-range operand elements are loaded as zeros.
 // Rows and columns past m and n are never stored; `naive`/`blocked`/`wide` clamp their scalar
 // loads into the matrix, while `tile_*` and `wide`'s vec4 loads read the rest of the last tile
 // (inside the row stride, or made safe by WebGPU's robust buffer access) — a row of C depends only
 // on the same row of op(A), a column only on the same column of op(B), so such values never reach
 // a stored element.
 // The batch index z is the dispatch's z (≤ 65535), or 0 with the batch summed inside.
+//
+// ---- shared_tile: workgroup-memory tiling ------------------------------------------------------
+// In `naive`, each of the m·n invocations reads its whole row of op(A) and column of op(B) from
+// global memory: every A value is fetched n times and every B value m times. On a GPU global
+// memory is far slower than arithmetic, so the product is bound by those fetches. `shared_tile`
+// fetches each value once per workgroup instead of once per invocation:
+// - Tiles. A workgroup of 16×16 = 256 invocations owns a 64×64 tile of C (rows i0..i0+63,
+//   columns j0..j0+63). That tile needs the 64 rows i0.. of op(A) and the 64 columns j0.. of
+//   op(B); the workgroup walks along K in steps of BK = 8 and, per step, copies the 64×8 slab
+//   op(A)[i0.., k0..k0+7] and the 8×64 slab op(B)[k0..k0+7, j0..] from global memory into two
+//   `var<workgroup>` arrays (`tile_a`, `tile_b`: memory shared by the workgroup's invocations, on
+//   the chip, about as fast as registers). Each value fetched is then used 64 times from there.
+// - Cooperative loads. Each slab is 8 rows (k) of 16 vec4s, 128 vec4s, and half of the 256
+//   invocations load one vec4 of it: invocations 0..127 fill `tile_a`, 128..255 `tile_b`. The vec4
+//   at (kk, y) of `tile_a` holds op(A)[i0 + y + 16r, k0 + kk] for r = 0..3 (rows 16 apart: see the
+//   register block), that of `tile_b` op(B)[k0 + kk, j0 + x + 16q]. Elements past m, n or K are
+//   stored as 0, so the arithmetic needs no edge tests (a zero adds nothing).
+// - Coalescing. A GPU runs invocations in groups of 32 or 64 (warps/wavefronts) and merges their
+//   simultaneous global loads into as few memory transactions as the addresses allow: one when they
+//   read consecutive addresses. So consecutive invocations take consecutive elements along the
+//   operand's contiguous dimension: for plain A (a_sk = 1) 8 consecutive invocations take k = 0..7
+//   of one row (each of the 4 loads of the vec4 reads 32 contiguous bytes across them); for
+//   transposed A (a_si = 1) 16 consecutive invocations take y = 0..15, so each of the 4 loads reads
+//   16 consecutive i (64 bytes); likewise op(B) along j (plain B) or k (transposed B). Strides that
+//   are 1 for neither dimension just give scattered loads.
+// - Register block. Invocation (x, y) accumulates the 16 outputs C[i0 + y + 16r, j0 + x + 16q],
+//   r, q < 4, in a mat4x4 held in registers: per kk it reads one vec4 of `tile_a` (its 4 rows) and
+//   one of `tile_b` (its 4 columns) and does their 16 products (one output per invocation would do
+//   1 FMA per 2 reads of workgroup memory; this does 16 per 2). Rows and columns 16 apart rather
+//   than 4 neighbours make the 16 invocations along x read 16 consecutive vec4s of `tile_b` (and
+//   the same vec4 of `tile_a`), and store 16 consecutive elements of a row of C: coalesced stores.
+// - The two barriers. `workgroupBarrier()` waits until every invocation of the workgroup has
+//   reached it and makes their workgroup-memory writes visible to each other. The first, after the
+//   loads, is needed because an invocation reads values that *other* invocations loaded; the
+//   second, after the arithmetic, because the next step's loads overwrite the slabs that slower
+//   invocations may still be reading. Every invocation, even one whose outputs all lie past m or
+//   n, runs every load and reaches every barrier (the loops' trip counts come from `params` only);
+//   such invocations just store nothing at the end.
+// - Bank padding. Workgroup memory is split into (on most GPUs) 32 banks of 4-byte words, word w
+//   in bank w mod 32, and invocations that touch different words of one bank at once are served one
+//   after the other (16-byte accesses go 8 invocations at a time). The slab rows are 17 vec4s, not
+//   16: when a load runs along k, 8 consecutive invocations write k = 0..7 of one y; with rows of
+//   64 words those 8 vec4s would start in the same bank, with 68 words they cover all 32 banks.
+//   (Reasoned, not measured: there is no GPU here.)
+// - Workgroup memory: 2 slabs × 8 rows × 17 vec4s × 16 bytes = 4352 bytes (WebGPU's default limit
+//   is 16384).
+// - Why 8 deep, in vec4s: llvmpipe's GL driver takes a compile time that grows with the number of
+//   elements of the workgroup arrays: 16-deep slabs of scalars took it over two minutes, these
+//   about 20 s on first use (Mesa caches the result).
+// On CPU drivers such as lavapipe a barrier ends a loop over the workgroup's invocations and
+// workgroup memory is ordinary memory, so this kernel gains nothing there; it is written for GPUs.
 
 struct Params {
     m: u32,
@@ -359,6 +413,100 @@ fn wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         for (var q = 0u; q < 4u; q++) {
             store(z0, i0 + r, j0 + q, acc.lo[r][q]);
             store(z0, i0 + r, j0 + 4u + q, acc.hi[r][q]);
+        }
+    }
+}
+
+// ---- shared_tile: 64×64 tiles of C through workgroup memory (see the header) -------------------
+
+const SH_T: u32 = 16u;                  // invocations per workgroup along j and along i
+const SH_BM: u32 = 64u;                 // rows and columns of C per workgroup: SH_T × 4
+const SH_BK: u32 = 8u;                  // k-values per slab
+const SH_ROW4: u32 = 17u;               // vec4s per slab row: SH_T + 1 (bank padding)
+const SH_LOADERS: u32 = SH_BK * SH_T;   // vec4s per slab = invocations loading each slab
+
+// tile_a[kk * SH_ROW4 + y] = op(A)[i0 + y + 16r, k0 + kk] for r = 0..3 (rows 16 apart, the rows
+// of C that invocation row y computes); tile_b[kk * SH_ROW4 + x] = op(B)[k0 + kk, j0 + x + 16q].
+var<workgroup> tile_a: array<vec4<f32>, SH_BK * SH_ROW4>;
+var<workgroup> tile_b: array<vec4<f32>, SH_BK * SH_ROW4>;
+
+// op(A)[i, k] of the batch item at ba, 0 past m or K.
+fn a_or_zero(ba: u32, i: u32, k: u32) -> f32 {
+    if (i < params.m && k < params.k) {
+        return a[ba + i * params.a_si + k * params.a_sk];
+    }
+    return 0.0;
+}
+
+// op(B)[k, j] of the batch item at bb, 0 past K or n.
+fn b_or_zero(bb: u32, k: u32, j: u32) -> f32 {
+    if (k < params.k && j < params.n) {
+        return b[bb + k * params.b_sk + j * params.b_sj];
+    }
+    return 0.0;
+}
+
+// This invocation's share of the slabs at k0: invocations 0..127 load one vec4 of tile_a each,
+// 128..255 one of tile_b. Consecutive invocations take consecutive k when the operand is
+// contiguous along k (plain A: a_sk = 1, transposed B: b_sj ≠ 1), else consecutive rows (columns).
+fn load_slabs(flat: u32, ba: u32, bb: u32, i0: u32, j0: u32, k0: u32) {
+    let g = flat % SH_LOADERS;
+    let is_a = flat < SH_LOADERS;
+    let along_k = select(params.b_sj != 1u, params.a_sk == 1u, is_a);
+    var kk = g / SH_T;
+    var e = g % SH_T;  // y of tile_a, x of tile_b
+    if (along_k) {
+        kk = g % SH_BK;
+        e = g / SH_BK;
+    }
+    let k = k0 + kk;
+    if (is_a) {
+        let i = i0 + e;
+        tile_a[kk * SH_ROW4 + e] = vec4<f32>(
+            a_or_zero(ba, i, k),
+            a_or_zero(ba, i + SH_T, k),
+            a_or_zero(ba, i + 2u * SH_T, k),
+            a_or_zero(ba, i + 3u * SH_T, k),
+        );
+    } else {
+        let j = j0 + e;
+        tile_b[kk * SH_ROW4 + e] = vec4<f32>(
+            b_or_zero(bb, k, j),
+            b_or_zero(bb, k, j + SH_T),
+            b_or_zero(bb, k, j + 2u * SH_T),
+            b_or_zero(bb, k, j + 3u * SH_T),
+        );
+    }
+}
+
+@compute @workgroup_size(SH_T, SH_T)
+fn shared_tile(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i0 = wid.y * SH_BM;
+    let j0 = wid.x * SH_BM;
+    let flat = lid.y * SH_T + lid.x;
+    let z0 = batch_first(wid.z);
+    // acc[q][r] = C[i0 + lid.y + 16r, j0 + lid.x + 16q].
+    var acc: mat4x4<f32>;
+    for (var bi = 0u; bi < batch_count(); bi++) {
+        let ba = params.offset_a + (z0 + bi) * params.stride_a;
+        let bb = params.offset_b + (z0 + bi) * params.stride_b;
+        for (var k0 = 0u; k0 < params.k; k0 += SH_BK) {
+            load_slabs(flat, ba, bb, i0, j0, k0);
+            workgroupBarrier(); // the slabs are complete before anyone reads them
+            for (var kk = 0u; kk < SH_BK; kk++) {
+                let av = tile_a[kk * SH_ROW4 + lid.y];
+                let bv = tile_b[kk * SH_ROW4 + lid.x];
+                acc[0] = fma(av, vec4<f32>(bv.x), acc[0]);
+                acc[1] = fma(av, vec4<f32>(bv.y), acc[1]);
+                acc[2] = fma(av, vec4<f32>(bv.z), acc[2]);
+                acc[3] = fma(av, vec4<f32>(bv.w), acc[3]);
+            }
+            workgroupBarrier(); // everyone is done reading before the next loads overwrite them
+        }
+    }
+    for (var q = 0u; q < 4u; q++) {
+        for (var r = 0u; r < 4u; r++) {
+            store(z0, i0 + lid.y + r * SH_T, j0 + lid.x + q * SH_T, acc[q][r]);
         }
     }
 }

@@ -158,9 +158,24 @@ fn wide_matches_reference_for_all_layouts() {
     all_layouts(Variant::Wide, true);
 }
 
+/// Odd strides (scattered loads) and aligned ones; m = 65 and n = 65, 100 leave partial 64×64
+/// tiles, K = 13, 33, 65, 70 several 8-deep slabs with a partial last one, K = 1, 5, 7 a single
+/// partial one.
+#[test]
+fn shared_matches_reference_for_all_layouts() {
+    all_layouts(Variant::Shared, false);
+    all_layouts(Variant::Shared, true);
+}
+
 #[test]
 fn sum_over_batch_matches_reference() {
-    for variant in [Variant::Naive, Variant::Blocked, Variant::Vec4, Variant::Wide] {
+    for variant in [
+        Variant::Naive,
+        Variant::Blocked,
+        Variant::Vec4,
+        Variant::Wide,
+        Variant::Shared,
+    ] {
         for (ta, tb) in [(false, false), (true, true), (true, false)] {
             let mut c = case((3, 9, 11, 6), ta, tb, true, 0);
             c.e.sum_batch = true;

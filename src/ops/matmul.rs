@@ -1,14 +1,18 @@
 //! Strided batched matrix product: `shaders/matmul.wgsl`, reference in `src/reference/matmul.rs`.
 //!
 //! C[z] = alpha · op(A[z]) · op(B[z]) (or `+=`), z < batch, with arbitrary row strides, batch
-//! strides (0 broadcasts an operand) and transposes. Four kernels, all tested:
+//! strides (0 broadcasts an operand) and transposes. Five kernels, all tested:
 //! - [`Variant::Naive`]: one invocation per output, the readable definition;
 //! - [`Variant::Blocked`]: 4×4 outputs per invocation with scalar loads, any strides;
 //! - [`Variant::Vec4`]: 4×4 outputs per invocation, operands read as vec4 4×4 tiles; needs
 //!   offsets and strides that are multiples of 4 ([`vec4_ok`]);
 //! - [`Variant::Wide`]: 16 rows × 8 columns per invocation, a workgroup of 64 invocations along
 //!   one 16-row block, so A's loads are the same for the whole workgroup; any strides, vec4 loads
-//!   where an operand is contiguous and aligned.
+//!   where an operand is contiguous and aligned;
+//! - [`Variant::Shared`]: the textbook GPU kernel: a workgroup of 16×16 invocations computes a
+//!   64×64 tile of C, loading 8-deep slabs of op(A) and op(B) cooperatively (coalesced) into
+//!   workgroup memory (4352 bytes) between two barriers, 4×4 outputs per invocation; any strides.
+//!   Never picked by [`Variant::choose`]; the autotuner times it against the others.
 //!
 //! [`matmul`] picks by [`Variant::choose`]: on CPU adapters `Wide` (lavapipe runs every load
 //! that differs between invocations as a loop over the SIMD lanes, so loads per FMA decide the
@@ -103,6 +107,7 @@ pub enum Variant {
     Blocked,
     Vec4,
     Wide,
+    Shared,
 }
 
 impl Variant {
@@ -155,6 +160,7 @@ struct Params {
 const NAIVE: (usize, usize) = (16, 4);
 const TILE: usize = 8 * 4; // 8×8 invocations of 4×4 outputs
 const WIDE: (usize, usize) = (64 * 8, 16); // columns and rows of C per `wide` workgroup
+const SHARED: usize = 64; // rows and columns of C per `shared_tile` workgroup
 
 /// C = alpha·op(A)·op(B) (or `+=`), with the fastest kernel the layout allows.
 pub fn matmul(p: &mut Plan, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) {
@@ -308,6 +314,16 @@ pub fn matmul_ext(p: &mut Plan, s: &Matmul, e: &Extra, variant: Option<Variant>,
             };
             let bindings = [(1, a), (2, b), (3, c), (4, a4), (5, b4), (7, bias)];
             p.kernel(&shader, "wide", &params, &bindings, wg);
+        }
+        Variant::Shared => {
+            let wg = [groups(s.n, SHARED), groups(s.m, SHARED), z];
+            p.kernel(
+                &shader,
+                "shared_tile",
+                &params,
+                &[(1, a), (2, b), (3, c), (7, bias)],
+                wg,
+            );
         }
     }
     p.set_flops(s.flops());
