@@ -171,6 +171,12 @@ fn packed_kernels_match_reference() {
     }
 }
 
+/// Every pass as an implicit GEMM tiled through workgroup memory.
+#[test]
+fn shared_kernels_match_reference() {
+    check_variant("shared", Run::With(&|_| all(Variant::Shared)));
+}
+
 /// The weight gradient with the batch cut into slices: one sample per slice, uneven slices, and
 /// (batch 4, 3 slices of 2) an empty last slice.
 #[test]
