@@ -34,9 +34,54 @@
 //                       slice × input-channel blocks, partial sums written to part (slice, ...);
 //   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
+//   *_shared            implicit GEMM through workgroup memory, one workgroup of 16×16 per 64×64
+//                       tile of the output matrix, 4×4 per invocation (see "Shared-memory tiles").
+//                       They do not depend on TILE_C: every specialisation holds the same code.
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 // Portability: no % or / of a negative integer (WGSL defines them, GLSL does not, and the GL
 // backend passes them through): backward_input_strided lifts its tap offsets by k·s first.
+//
+// Shared-memory tiles (forward_shared, backward_input_shared, backward_weight_shared)
+// ------------------------------------------------------------------------------------
+// Each pass is a matrix product C (M × N) = Σ_k A[k, m] · B[k, n], with one operand gathered on
+// the fly from an image ("implicit GEMM": no im2col buffer is ever written):
+//   forward          Y[o, (b,oy,ox)]  = Σ_{r=(c,ky,kx)} W[o, r] · X̃[r, (b,oy,ox)]
+//                    M = Cout, N = N·OH·OW, K = Cin·k·k; X̃ (im2col) = x at the tap, 0 in the padding.
+//   backward_input   dX[c, (b,iy,ix)] += Σ_{(o,ky,kx)} W[o,c,ky,kx] · dY[b, o, oy, ox]
+//                    M = Cin, N = N·H·W, K = Cout·k·k; the dY term is 0 unless oy = (iy+pad_t−ky)/s
+//                    divides and lies in [0, OH), likewise ox (with stride s, (s²−1)/s² of the
+//                    K terms are such zeros: the price of one kernel for every stride).
+//   backward_weight  dW[o, r] += Σ_{(b,oy,ox)} dY[o, (b,oy,ox)] · X̃[r, (b,oy,ox)]
+//                    M = Cout, N = Cin·k·k, K = N·OH·OW: the reduction runs over batch × pixels.
+// The naive kernels read every operand element from global memory once per multiply. Here a
+// workgroup of 256 invocations owns a tile of 64 × 64 elements of C and walks the reduction in
+// chunks of BK = 16: it first copies the 16 × 64 slices of A and of B that the chunk needs into
+// workgroup memory (sh_a, sh_b: fast on-chip memory shared by the workgroup), each invocation
+// loading 4 elements of each, then every invocation multiplies out of workgroup memory. Each
+// element loaded from global memory is thus used by 64 multiply-adds instead of one.
+// - The loads are cooperative and coalesced: consecutive invocations load consecutive global
+//   addresses, so a GPU serves a warp's loads with few wide memory transactions. A (weights, or
+//   dY in backward_weight) is contiguous along k, so invocation e loads (k = e mod 16, m = e / 16);
+//   B is contiguous along the pixels n in forward / backward_input (e mod 64 along n) but along k
+//   in backward_weight (whose k are the pixels). Elements outside the matrices (the ragged edge
+//   tiles) and taps in the padding are stored as 0, so the multiply loop needs no bounds checks.
+// - Two barriers per chunk: the first (after the loads) because an invocation reads elements
+//   other invocations loaded, so all loads must have landed; the second (after the multiplies)
+//   because the next chunk's loads overwrite the tiles, so everyone must have finished reading.
+//   The chunk loop runs ⌈K/16⌉ times for every invocation (a uniform trip count), and invocations
+//   outside C take part in loads and barriers and only skip the store.
+// - Register block: invocation (tx, ty) = (lid mod 16, lid / 16) accumulates 4 × 4 elements of C,
+//   rows ty + 16i and columns tx + 16j, in registers: per k it reads 4 values of sh_a and 4 of
+//   sh_b for 16 FMAs. The strided (not contiguous) rows and columns make the 16 tx of a warp read
+//   16 consecutive words of sh_b (distinct banks, no conflict) and one word of sh_a (a broadcast),
+//   and write 16 consecutive pixels of y or dx (coalesced stores).
+// - Bank conflicts: workgroup memory is split into 32 banks of 4-byte words. A k-fastest load writes
+//   one column of a tile (16 words a row apart); rows of 64 words would put them all in one bank,
+//   so rows are padded to SH_LD = 65 words (a warp's 32 writes then meet at most 2 to a bank).
+// - Workgroup memory: 2 tiles × 16 × 65 × 4 bytes = 8320 bytes (of WebGPU's 16384).
+// - Grid: tiles of N on workgroups (x, y) (y only past 65535 tiles), tiles of M on z. One tile loop
+//   (tile_gemm) serves the three passes; they differ only in the gathers (gemm_a, gemm_b, a switch
+//   on a constant `op`) and the stores. Because of the switch every entry point uses x, wt and dy.
 
 struct Params {
     n: u32,       // batch

@@ -1,6 +1,7 @@
 //! conv2d: GPU kernels (every variant: naive, tiled at each channel tile, split weight gradient,
-//! the variants chosen for a CPU and for a GPU adapter) vs the CPU reference on awkward shapes,
-//! gradient accumulation into prefilled buffers, and the reference backward vs finite differences.
+//! workgroup-memory tiles, the variants chosen for a CPU and for a GPU adapter) vs the CPU
+//! reference on awkward shapes, gradient accumulation into prefilled buffers, and the reference
+//! backward vs finite differences.
 
 mod common;
 use common::*;
