@@ -3,7 +3,8 @@
 //! backward weight) the GFLOP/s of one fixed variant for every shape (`Tiled { tile_c: 16 }`: 16
 //! channels per invocation, weights read in place, no batch split) and of the variant
 //! `Choice::for_adapter` picks, and the ms per training step of each (launches per step × time). Each pass costs the forward's
-//! FLOPs, 2·N·Cout·OH·OW·Cin·k·k. `DDPM_BENCH_NAIVE=1` adds the naive kernels.
+//! FLOPs, 2·N·Cout·OH·OW·Cin·k·k. `DDPM_BENCH_NAIVE=1` adds the naive kernels,
+//! `DDPM_BENCH_SHARED=1` the workgroup-memory tiles (`Variant::Shared`).
 
 use ddpm_gpu::gpu::{Gpu, Plan, Tensor};
 use ddpm_gpu::ops::conv2d::{self, Choice, Conv2d, Variant};
@@ -48,14 +49,25 @@ const MNIST: [(usize, usize, usize, usize, usize, usize, bool); 20] = [
 
 fn main() {
     let gpu = Gpu::for_tests();
-    let naive = std::env::var("DDPM_BENCH_NAIVE").is_ok_and(|v| v == "1");
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    // Optional variants timed beside tiled16 and the chosen one, with their column names.
+    let extra: Vec<(Variant, &str)> = [
+        (flag("DDPM_BENCH_NAIVE"), Variant::Naive, "naive"),
+        (flag("DDPM_BENCH_SHARED"), Variant::Shared, "shared"),
+    ]
+    .into_iter()
+    .filter_map(|(on, v, name)| on.then_some((v, name)))
+    .collect();
     println!("adapter: {}", gpu.describe());
     println!("peak FMA: {:.2} GFLOP/s", peak_gflops(&gpu));
     println!(
         "\n| shape | ×/step | pass | tiled16 GF/s | chosen variant | chosen GF/s | speed-up |{}",
-        if naive { " naive GF/s |" } else { "" }
+        extra
+            .iter()
+            .map(|(_, name)| format!(" {name} GF/s |"))
+            .collect::<String>()
     );
-    println!("|---|--:|---|--:|---|--:|--:|{}", if naive { "--:|" } else { "" });
+    println!("|---|--:|---|--:|---|--:|--:|{}", "--:|".repeat(extra.len()));
     let mut totals = [0.0f64; 3];
     let mut per_pass = [[0.0f64; 2]; 3];
     for (c_in, c_out, side, k, stride, count, needs_dx) in MNIST {
@@ -93,9 +105,7 @@ fn main() {
             }
             let v = [chosen.forward, chosen.backward_input, chosen.backward_weight][i];
             let mut variants = vec![fixed, v];
-            if naive {
-                variants.push(Variant::Naive);
-            }
+            variants.extend(extra.iter().map(|&(v, _)| v));
             let plans: Vec<Plan> = variants
                 .iter()
                 .map(|&v| {
@@ -117,8 +127,8 @@ fn main() {
                 gf(best[1]),
                 best[0] / best[1]
             );
-            if naive {
-                print!(" {:.2} |", gf(best[2]));
+            for &t in &best[2..] {
+                print!(" {:.2} |", gf(t));
             }
             println!();
             per_pass[i][0] += count as f64 * best[0];

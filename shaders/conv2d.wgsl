@@ -34,9 +34,54 @@
 //                       slice × input-channel blocks, partial sums written to part (slice, ...);
 //   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
 //   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
+//   *_shared            implicit GEMM through workgroup memory, one workgroup of 16×16 per 64×64
+//                       tile of the output matrix, 4×4 per invocation (see "Shared-memory tiles").
+//                       They do not depend on TILE_C: every specialisation holds the same code.
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 // Portability: no % or / of a negative integer (WGSL defines them, GLSL does not, and the GL
 // backend passes them through): backward_input_strided lifts its tap offsets by k·s first.
+//
+// Shared-memory tiles (forward_shared, backward_input_shared, backward_weight_shared)
+// ------------------------------------------------------------------------------------
+// Each pass is a matrix product C (M × N) = Σ_k A[k, m] · B[k, n], with one operand gathered on
+// the fly from an image ("implicit GEMM": no im2col buffer is ever written):
+//   forward          Y[o, (b,oy,ox)]  = Σ_{r=(c,ky,kx)} W[o, r] · X̃[r, (b,oy,ox)]
+//                    M = Cout, N = N·OH·OW, K = Cin·k·k; X̃ (im2col) = x at the tap, 0 in the padding.
+//   backward_input   dX[c, (b,iy,ix)] += Σ_{(o,ky,kx)} W[o,c,ky,kx] · dY[b, o, oy, ox]
+//                    M = Cin, N = N·H·W, K = Cout·k·k; the dY term is 0 unless oy = (iy+pad_t−ky)/s
+//                    divides and lies in [0, OH), likewise ox (with stride s, (s²−1)/s² of the
+//                    K terms are such zeros: the price of one kernel for every stride).
+//   backward_weight  dW[o, r] += Σ_{(b,oy,ox)} dY[o, (b,oy,ox)] · X̃[r, (b,oy,ox)]
+//                    M = Cout, N = Cin·k·k, K = N·OH·OW: the reduction runs over batch × pixels.
+// The naive kernels read every operand element from global memory once per multiply. Here a
+// workgroup of 256 invocations owns a tile of 64 × 64 elements of C and walks the reduction in
+// chunks of BK = 16: it first copies the 16 × 64 slices of A and of B that the chunk needs into
+// workgroup memory (sh_a, sh_b: fast on-chip memory shared by the workgroup), each invocation
+// loading 4 elements of each, then every invocation multiplies out of workgroup memory. Each
+// element loaded from global memory is thus used by 64 multiply-adds instead of one.
+// - The loads are cooperative and coalesced: consecutive invocations load consecutive global
+//   addresses, so a GPU serves a warp's loads with few wide memory transactions. A (weights, or
+//   dY in backward_weight) is contiguous along k, so invocation e loads (k = e mod 16, m = e / 16);
+//   B is contiguous along the pixels n in forward / backward_input (e mod 64 along n) but along k
+//   in backward_weight (whose k are the pixels). Elements outside the matrices (the ragged edge
+//   tiles) and taps in the padding are stored as 0, so the multiply loop needs no bounds checks.
+// - Two barriers per chunk: the first (after the loads) because an invocation reads elements
+//   other invocations loaded, so all loads must have landed; the second (after the multiplies)
+//   because the next chunk's loads overwrite the tiles, so everyone must have finished reading.
+//   The chunk loop runs ⌈K/16⌉ times for every invocation (a uniform trip count), and invocations
+//   outside C take part in loads and barriers and only skip the store.
+// - Register block: invocation (tx, ty) = (lid mod 16, lid / 16) accumulates 4 × 4 elements of C,
+//   rows ty + 16i and columns tx + 16j, in registers: per k it reads 4 values of sh_a and 4 of
+//   sh_b for 16 FMAs. The strided (not contiguous) rows and columns make the 16 tx of a warp read
+//   16 consecutive words of sh_b (distinct banks, no conflict) and one word of sh_a (a broadcast),
+//   and write 16 consecutive pixels of y or dx (coalesced stores).
+// - Bank conflicts: workgroup memory is split into 32 banks of 4-byte words. A k-fastest load writes
+//   one column of a tile (16 words a row apart); rows of 64 words would put them all in one bank,
+//   so rows are padded to SH_LD = 65 words (a warp's 32 writes then meet at most 2 to a bank).
+// - Workgroup memory: 2 tiles × 16 × 65 × 4 bytes = 8320 bytes (of WebGPU's 16384).
+// - Grid: tiles of N on workgroups (x, y) (y only past 65535 tiles), tiles of M on z. One tile loop
+//   (tile_gemm) serves the three passes; they differ only in the gathers (gemm_a, gemm_b, a switch
+//   on a constant `op`) and the stores. Because of the switch every entry point uses x, wt and dy.
 
 struct Params {
     n: u32,       // batch
@@ -585,4 +630,246 @@ fn backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         acc += part[j * len + i];
     }
     dw[i] += acc;
+}
+
+// ---- shared: implicit GEMM tiles in workgroup memory (see "Shared-memory tiles" above) --------
+
+const SH_BM: u32 = 64u;   // rows (m) of C per workgroup tile
+const SH_BN: u32 = 64u;   // columns (n) of C per workgroup tile
+const SH_BK: u32 = 16u;   // reduction indices (k) per chunk held in workgroup memory
+const SH_R: u32 = 4u;     // register block: SH_R rows × SH_R columns of C per invocation
+const SH_T: u32 = 16u;    // invocations per side: SH_T × SH_T = SH_WG, SH_T · SH_R = SH_BM = SH_BN
+const SH_WG: u32 = 256u;
+// Row stride of the shared tiles: one word more than a row, so that the loads writing one k
+// column (k fastest across invocations) hit different banks.
+const SH_LD: u32 = SH_BM + 1u;
+// The passes, as the `op` argument of the shared functions (a constant at each call).
+const SH_FORWARD: u32 = 0u;
+const SH_BACKWARD_INPUT: u32 = 1u;
+const SH_BACKWARD_WEIGHT: u32 = 2u;
+
+// sh_a[kk·SH_LD + mm] = A[k0 + kk, m0 + mm], sh_b[kk·SH_LD + nn] = B[k0 + kk, n0 + nn]:
+// 2 · 16 · 65 · 4 = 8320 bytes.
+var<workgroup> sh_a: array<f32, SH_BK * SH_LD>;
+var<workgroup> sh_b: array<f32, SH_BK * SH_LD>;
+
+// C (M × N) = Σ_k A[k, m] · B[k, n] of a pass.
+struct Gemm {
+    m: u32,
+    n: u32,
+    k: u32,
+}
+
+fn gemm_of(op: u32) -> Gemm {
+    let p = params;
+    let taps = p.ci * p.k * p.k;
+    switch op {
+        case SH_FORWARD: {
+            return Gemm(p.co, p.n * p.oh * p.ow, taps);
+        }
+        case SH_BACKWARD_INPUT: {
+            return Gemm(p.ci, p.n * p.h * p.w, p.co * p.k * p.k);
+        }
+        default: {
+            return Gemm(p.co, taps, p.n * p.oh * p.ow);
+        }
+    }
+}
+
+// im2col: X̃[r, q] = x[b, c, oy·s + ky − pad_t, ox·s + kx − pad_l] for r = (c, ky, kx) and the
+// output pixel q = (b, oy, ox), 0 in the padding. Gathered on the fly: no im2col buffer.
+fn im2col(r: u32, q: u32) -> f32 {
+    let p = params;
+    let kk = p.k * p.k;
+    let ohw = p.oh * p.ow;
+    let t = r % kk;
+    let pix = q % ohw;
+    // A negative coordinate wraps to a large u32: one comparison tests both ends.
+    let iy = u32(tap(pix / p.ow, t / p.k, p.pad_t));
+    let ix = u32(tap(pix % p.ow, t % p.k, p.pad_l));
+    if (iy >= p.h || ix >= p.w) {
+        return 0.0;
+    }
+    return x[(((q / ohw) * p.ci + r / kk) * p.h + iy) * p.w + ix];
+}
+
+// dY gathered for backward_input: dy[b, o, oy, ox] for r = (o, ky, kx) and the input pixel
+// q = (b, iy, ix), where iy = oy·s + ky − pad_t, i.e. oy = (iy + pad_t − ky)/s when that divides
+// and lies in [0, OH) (likewise ox); 0 otherwise. iy + pad_t − ky ≥ −(k−1), so it is lifted by
+// k·s (≥ k, a multiple of s) before % and /, and k is taken back after the division: no % or / of a
+// negative integer.
+fn dy_gather(r: u32, q: u32) -> f32 {
+    let p = params;
+    let kk = p.k * p.k;
+    let hw = p.h * p.w;
+    let t = r % kk;
+    let pix = q % hw;
+    let s = i32(p.stride);
+    let lift = i32(p.k) * s;
+    let ey = i32(pix / p.w) + p.pad_t - i32(t / p.k) + lift;
+    let ex = i32(pix % p.w) + p.pad_l - i32(t % p.k) + lift;
+    let oy = ey / s - i32(p.k);
+    let ox = ex / s - i32(p.k);
+    if (ey % s != 0 || ex % s != 0 || oy < 0 || oy >= i32(p.oh) || ox < 0 || ox >= i32(p.ow)) {
+        return 0.0;
+    }
+    return dy[(((q / hw) * p.co + r / kk) * p.oh + u32(oy)) * p.ow + u32(ox)];
+}
+
+// A[k, m] of a pass, (k, m) in range.
+fn gemm_a(op: u32, k: u32, m: u32) -> f32 {
+    let p = params;
+    let kk = p.k * p.k;
+    switch op {
+        case SH_FORWARD: {
+            // W[o = m, r = k]: the weights (Cout, Cin·k·k) as they lie.
+            return wt[m * p.ci * kk + k];
+        }
+        case SH_BACKWARD_INPUT: {
+            // W[o, c = m, ky, kx] for k = (o, ky, kx).
+            return wt[((k / kk) * p.ci + m) * kk + k % kk];
+        }
+        default: {
+            // dY[o = m, q = k], q = (b, oy, ox).
+            let ohw = p.oh * p.ow;
+            return dy[((k / ohw) * p.co + m) * ohw + k % ohw];
+        }
+    }
+}
+
+// B[k, n] of a pass, (k, n) in range.
+fn gemm_b(op: u32, k: u32, n: u32) -> f32 {
+    switch op {
+        case SH_FORWARD: {
+            return im2col(k, n);
+        }
+        case SH_BACKWARD_INPUT: {
+            return dy_gather(k, n);
+        }
+        default: {
+            // X̃[r = n, q = k]: the reduction runs over the output pixels.
+            return im2col(n, k);
+        }
+    }
+}
+
+// The register block of invocation `lid` in the tile (m0, n0) of C: acc[i][j] = C[m0 + ty + SH_T·i,
+// n0 + tx + SH_T·j] with (tx, ty) = (lid mod SH_T, lid / SH_T). Every invocation of the workgroup
+// must call it (it holds barriers), with the same op and tile.
+fn tile_gemm(op: u32, m0: u32, n0: u32, lid: u32) -> array<vec4<f32>, SH_R> {
+    let g = gemm_of(op);
+    let tx = lid % SH_T;
+    let ty = lid / SH_T;
+    // A's elements lie k-contiguous in every pass, B's n-contiguous in forward and backward_input
+    // (pixels) but k-contiguous in backward_weight (the reduction runs over pixels): consecutive
+    // invocations load consecutive addresses.
+    let b_k_fastest = op == SH_BACKWARD_WEIGHT;
+    var acc: array<vec4<f32>, SH_R>;
+    for (var k0 = 0u; k0 < g.k; k0 += SH_BK) {
+        // Cooperative loads: SH_BK · SH_BM elements of each operand, SH_BK · SH_BM / SH_WG = 4 per
+        // invocation; 0 outside the matrices, so the partial tiles at the edges need no other care.
+        for (var e = lid; e < SH_BK * SH_BM; e += SH_WG) {
+            let ka = e % SH_BK;
+            let ma = e / SH_BK;
+            var a = 0.0;
+            if (k0 + ka < g.k && m0 + ma < g.m) {
+                a = gemm_a(op, k0 + ka, m0 + ma);
+            }
+            sh_a[ka * SH_LD + ma] = a;
+            let kb = select(e / SH_BN, e % SH_BK, b_k_fastest);
+            let nb = select(e % SH_BN, e / SH_BK, b_k_fastest);
+            var b = 0.0;
+            if (k0 + kb < g.k && n0 + nb < g.n) {
+                b = gemm_b(op, k0 + kb, n0 + nb);
+            }
+            sh_b[kb * SH_LD + nb] = b;
+        }
+        // The tiles are complete before anyone reads them.
+        workgroupBarrier();
+        for (var kk = 0u; kk < SH_BK; kk++) {
+            let row = kk * SH_LD;
+            let av = vec4<f32>(sh_a[row + ty], sh_a[row + ty + SH_T], sh_a[row + ty + 2u * SH_T], sh_a[row + ty + 3u * SH_T]);
+            let bv = vec4<f32>(sh_b[row + tx], sh_b[row + tx + SH_T], sh_b[row + tx + 2u * SH_T], sh_b[row + tx + 3u * SH_T]);
+            for (var i = 0u; i < SH_R; i++) {
+                acc[i] = fma(vec4<f32>(av[i]), bv, acc[i]);
+            }
+        }
+        // Everyone has read the tiles before the next chunk overwrites them.
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// Tiles: n (pixels) on the 2D grid (x, y) of workgroups, m (channels) on z; 16×16 invocations.
+fn tile_n0(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * nwg.x) * SH_BN;
+}
+
+// y[b, o, oy, ox] (+)= C[o, (b, oy, ox)] (+ bias[o]).
+@compute @workgroup_size(SH_T, SH_T)
+fn forward_shared(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = params;
+    let m0 = wid.z * SH_BM;
+    let n0 = tile_n0(wid, nwg);
+    var acc = tile_gemm(SH_FORWARD, m0, n0, lid);
+    let ohw = p.oh * p.ow;
+    let pixels = p.n * ohw;
+    for (var i = 0u; i < SH_R; i++) {
+        let o = m0 + lid / SH_T + SH_T * i;
+        let b = select(0.0, bias[min(o, p.co - 1u)], (p.flags & ADD_BIAS) != 0u);
+        for (var j = 0u; j < SH_R; j++) {
+            let q = n0 + lid % SH_T + SH_T * j;
+            if (o < p.co && q < pixels) {
+                let yi = ((q / ohw) * p.co + o) * ohw + q % ohw;
+                let v = acc[i][j] + b;
+                if ((p.flags & ACCUMULATE) != 0u) {
+                    y[yi] += v;
+                } else {
+                    y[yi] = v;
+                }
+            }
+        }
+    }
+}
+
+// dx[b, c, iy, ix] += C[c, (b, iy, ix)].
+@compute @workgroup_size(SH_T, SH_T)
+fn backward_input_shared(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = params;
+    let m0 = wid.z * SH_BM;
+    let n0 = tile_n0(wid, nwg);
+    var acc = tile_gemm(SH_BACKWARD_INPUT, m0, n0, lid);
+    let hw = p.h * p.w;
+    let pixels = p.n * hw;
+    for (var i = 0u; i < SH_R; i++) {
+        let c = m0 + lid / SH_T + SH_T * i;
+        for (var j = 0u; j < SH_R; j++) {
+            let q = n0 + lid % SH_T + SH_T * j;
+            if (c < p.ci && q < pixels) {
+                dx[((q / hw) * p.ci + c) * hw + q % hw] += acc[i][j];
+            }
+        }
+    }
+}
+
+// dw[o, r] += C[o, r], r = (c, ky, kx).
+@compute @workgroup_size(SH_T, SH_T)
+fn backward_weight_shared(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = params;
+    let m0 = wid.z * SH_BM;
+    let n0 = tile_n0(wid, nwg);
+    var acc = tile_gemm(SH_BACKWARD_WEIGHT, m0, n0, lid);
+    let taps = p.ci * p.k * p.k;
+    for (var i = 0u; i < SH_R; i++) {
+        let o = m0 + lid / SH_T + SH_T * i;
+        for (var j = 0u; j < SH_R; j++) {
+            let r = n0 + lid % SH_T + SH_T * j;
+            if (o < p.co && r < taps) {
+                dw[o * taps + r] += acc[i][j];
+            }
+        }
+    }
 }

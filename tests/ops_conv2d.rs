@@ -1,6 +1,7 @@
 //! conv2d: GPU kernels (every variant: naive, tiled at each channel tile, split weight gradient,
-//! the variants chosen for a CPU and for a GPU adapter) vs the CPU reference on awkward shapes,
-//! gradient accumulation into prefilled buffers, and the reference backward vs finite differences.
+//! workgroup-memory tiles, the variants chosen for a CPU and for a GPU adapter) vs the CPU
+//! reference on awkward shapes, gradient accumulation into prefilled buffers, and the reference
+//! backward vs finite differences.
 
 mod common;
 use common::*;
@@ -169,6 +170,12 @@ fn packed_kernels_match_reference() {
     for tile_c in [16, 8, 4] {
         check_variant("packed", Run::With(&|_| all(Variant::Packed { tile_c })));
     }
+}
+
+/// Every pass as an implicit GEMM tiled through workgroup memory.
+#[test]
+fn shared_kernels_match_reference() {
+    check_variant("shared", Run::With(&|_| all(Variant::Shared)));
 }
 
 /// The weight gradient with the batch cut into slices: one sample per slice, uneven slices, and

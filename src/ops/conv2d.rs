@@ -9,6 +9,8 @@
 //!   workgroup barriers), `tile_c` channels per invocation; see the header of the shader.
 //! - `Split { tile_c, splits }` (backward_weight only): the tiled weight gradient with its
 //!   reduction over the batch cut into `splits` partial sums, added up by a second small kernel.
+//! - `Shared`: every pass as a GEMM tiled through workgroup memory (64×64 tiles of the output,
+//!   cooperative loads, barriers, 4×4 register blocks), the textbook GPU form; see the shader.
 //!
 //! The public [`forward`] / [`backward_input`] / [`backward_weight`] run the variants that
 //! [`Choice::for_adapter`] picks for the adapter and shape; `*_with` run a given variant.
@@ -116,6 +118,10 @@ const CONV_PX: usize = 8;
 const TILE_P: usize = 8;
 /// Input channels per invocation of `backward_weight` (two vec4).
 const BW_CI: usize = 8;
+/// Output tile of the `*_shared` kernels: `SH_BM` rows (channels) × `SH_BN` columns (pixels, or
+/// weight taps for backward_weight), as in the shader.
+const SH_BM: usize = 64;
+const SH_BN: usize = 64;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
@@ -172,6 +178,10 @@ pub enum Variant {
     /// backward_weight only: `Tiled`, with the reduction over the batch cut into `splits` slices
     /// whose partial sums go to a scratch buffer, then one kernel adds them into dw.
     Split { tile_c: usize, splits: usize },
+    /// Every pass as an implicit GEMM tiled through workgroup memory (`*_shared`): a workgroup of
+    /// 256 invocations computes a 64×64 tile of the output matrix, 4×4 per invocation, looping
+    /// over the reduction in chunks of 16 that it loads cooperatively into workgroup memory.
+    Shared,
 }
 
 /// The three passes of a convolution (each tuned on its own).
@@ -410,12 +420,36 @@ pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tens
     forward_with(p, v, s, x, w, b, y);
 }
 
-/// y = conv(x, w) + b with variant `v` (`Naive` or `Tiled`).
+/// The grid of a `*_shared` kernel for an output matrix of `rows` × `cols`: column tiles on x
+/// and y (more than 65535 of them spill into y, like [`grid_1d`]), row tiles on z.
+fn shared_grid(rows: usize, cols: usize) -> [u32; 3] {
+    let [x, y, _] = grid_1d(cols, SH_BN as u32);
+    let z = rows.div_ceil(SH_BM);
+    assert!(z <= 65535, "conv2d: too many channel tiles ({z})");
+    [x, y, u(z)]
+}
+
+// The `*_shared` kernels share one tile loop that reads its operands through a switch on the
+// pass, so each of them statically uses x, wt and dy (bindings 1, 2, 5): the one a pass does not
+// read is bound to a tensor it already has (read-only, never read).
+
+/// y = conv(x, w) + b with variant `v` (not `Split`).
 pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
     s.check(x.len(), w.len(), y.len());
     match v {
         Variant::Naive => forward_naive(p, s, x, w, b, y),
         Variant::Tiled { .. } | Variant::Packed { .. } => conv_tiled(p, v, params(s), x, w, b, y),
+        Variant::Shared => {
+            let mut q = params(s);
+            q.flags = if b.is_some() { ADD_BIAS } else { 0 };
+            p.kernel(
+                &shader!("conv2d"),
+                "forward_shared",
+                &q,
+                &[(1, x), (2, w), (3, b.unwrap_or(w)), (4, y), (5, x)],
+                shared_grid(s.c_out, s.n * s.out_h() * s.out_w()),
+            );
+        }
         Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
     }
     p.set_flops(s.flops());
@@ -427,13 +461,23 @@ pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Te
     backward_input_with(p, v, s, dy, w, dx);
 }
 
-/// dx += ∂loss/∂x with variant `v`. Tiled, stride 1: the convolution of dy with the flipped,
-/// channel-transposed kernel (padding k−1−pad), run by the forward's tiled kernel; other strides
-/// use a tiled gather.
+/// dx += ∂loss/∂x with variant `v` (not `Split`). Tiled, stride 1: the convolution of dy with the
+/// flipped, channel-transposed kernel (padding k−1−pad), run by the forward's tiled kernel; other
+/// strides use a tiled gather. `Shared` gathers dy for any stride.
 pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     s.check(dx.len(), w.len(), dy.len());
     let tile_c = match v {
         Variant::Naive => return backward_input_naive(p, s, dy, w, dx),
+        Variant::Shared => {
+            p.kernel(
+                &shader!("conv2d"),
+                "backward_input_shared",
+                &params(s),
+                &[(1, dy), (2, w), (5, dy), (6, dx)],
+                shared_grid(s.c_in, s.n * s.h * s.w),
+            );
+            return;
+        }
         Variant::Tiled { tile_c } | Variant::Packed { tile_c } => tile_c,
         Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
     };
@@ -489,12 +533,23 @@ pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &T
     backward_weight_with(p, v, s, x, dy, dw);
 }
 
-/// dw += ∂loss/∂w with variant `v`: per weight element a reduction over N·OH·OW, blocked
-/// `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices.
+/// dw += ∂loss/∂w with variant `v` (not `Packed`): per weight element a reduction over N·OH·OW,
+/// blocked `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices;
+/// `Shared` tiles the (Cout) × (Cin·k·k) matrix dw.
 pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
     let (tile_c, splits) = match v {
         Variant::Naive => return backward_weight_naive(p, s, x, dy, dw),
+        Variant::Shared => {
+            p.kernel(
+                &shader!("conv2d"),
+                "backward_weight_shared",
+                &params(s),
+                &[(1, x), (2, x), (5, dy), (7, dw)],
+                shared_grid(s.c_out, s.c_in * s.k * s.k),
+            );
+            return;
+        }
         Variant::Tiled { tile_c } => (tile_c, 1),
         Variant::Packed { .. } => panic!("conv2d: {v:?} is a forward/backward_input variant"),
         Variant::Split { tile_c, splits } => (tile_c, splits),
