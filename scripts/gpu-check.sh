@@ -9,6 +9,8 @@
 # machine without a Rust toolchain, set GPU_CHECK_BIN to a folder of prebuilt release binaries:
 # `ddpm-gpu`, the test executables under `tests/` and the bench `step` (see `scripts/README.md`).
 #
+# GPU_CHECK_BUDGET (seconds, default 900) bounds the whole check: a stage gets at most what is
+# left, and once it is spent the remaining stages are skipped (and say so).
 # GPU_CHECK_QUICK=1 runs every stage on the `tiny` model in seconds: a check of this script
 # itself, for machines without a GPU.
 #
@@ -42,10 +44,18 @@ else
 fi
 
 say() { echo "$*" | tee -a "$summary"; }
-# stage NAME SECONDS COMMAND...: run with a time limit, output appended to $report/$log.
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-900}))
+# stage NAME SECONDS COMMAND...: run with a time limit (at most what is left of the budget),
+# output appended to $report/$log.
 stage() {
     local name=$1 limit=$2
     shift 2
+    local left=$((deadline - SECONDS))
+    if [ $left -lt 10 ]; then
+        say "- $name: skipped (the time budget is spent)"
+        return 0
+    fi
+    [ $limit -gt $left ] && limit=$left
     local start=$SECONDS
     timeout --kill-after=10 "$limit" "$@" >>"$report/$log" 2>&1
     local rc=$?
@@ -64,23 +74,29 @@ rm "$report/info.txt"
 say ""
 say "## Stages"
 log=tests.log
+# The tests get at most half of the budget.
+full_deadline=$deadline
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-900} / 2))
 if [ -n "${GPU_CHECK_BIN:-}" ]; then
     for t in "$bin"/tests/*; do
         echo "=== $(basename "$t")" >>"$report/$log"
-        stage "test $(basename "$t")" 240 "$t" --test-threads=8
+        stage "test $(basename "$t")" 120 "$t" --test-threads=8
     done
 else
     stage "cargo test --release" 900 cargo test --release
 fi
+deadline=$full_deadline
 
 log=tune.txt
 stage "tune $model b$batch" 180 "$ddpm" tune --model $model --batch $batch
-stage "tune $cifar b4" 240 "$ddpm" tune --model $cifar --batch 4
-
 log=profile.txt
 stage "profile $model b$batch training" 120 "$ddpm" profile --model $model --batch $batch
-stage "profile $model $images-image sampling" 120 "$ddpm" profile --model $model --batch $images --sample
-stage "profile $cifar b4 training" 180 "$ddpm" profile --model $cifar --batch 4
+
+log=train.log
+run=$work/run
+stage "train $model $steps steps" 300 "$ddpm" train --model $model --steps $steps --out "$run" --score false
+cp "$run/loss.png" "$report/loss.png" 2>/dev/null
+stage "sample $images images, DDIM $ddim steps" 120 "$ddpm" sample --model "$run" --images $images --sampler ddim --steps $ddim --out "$report/samples.png"
 
 log=bench.txt
 if [ -z "$bench" ]; then
@@ -91,11 +107,11 @@ else
     stage "bench step (quick)" 300 env DDPM_BENCH_QUICK=1 cargo bench --bench step
 fi
 
-log=train.log
-run=$work/run
-stage "train $model $steps steps" 300 "$ddpm" train --model $model --steps $steps --out "$run" --score false
-cp "$run/loss.png" "$report/loss.png" 2>/dev/null
-stage "sample $images images, DDIM $ddim steps" 120 "$ddpm" sample --model "$run" --images $images --sampler ddim --steps $ddim --out "$report/samples.png"
+log=tune.txt
+stage "tune $cifar b4" 240 "$ddpm" tune --model $cifar --batch 4
+log=profile.txt
+stage "profile $model $images-image sampling" 120 "$ddpm" profile --model $model --batch $images --sample
+stage "profile $cifar b4 training" 180 "$ddpm" profile --model $cifar --batch 4
 
 say ""
 say "## Test results"

@@ -236,6 +236,8 @@ pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
             }
         }
     }
+    // The workgroup-memory kernels: the GPU textbook form (slow on CPU drivers, timed anyway).
+    v.push(Variant::Shared);
     for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
         let c = Choice::for_device(device, 8, s);
         let h = match pass {
@@ -476,6 +478,7 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
                 &[(1, dy), (2, w), (5, dy), (6, dx)],
                 shared_grid(s.c_in, s.n * s.h * s.w),
             );
+            p.set_flops(s.flops());
             return;
         }
         Variant::Tiled { tile_c } | Variant::Packed { tile_c } => tile_c,
@@ -548,6 +551,7 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
                 &[(1, x), (2, x), (5, dy), (7, dw)],
                 shared_grid(s.c_out, s.c_in * s.k * s.k),
             );
+            p.set_flops(s.flops());
             return;
         }
         Variant::Tiled { tile_c } => (tile_c, 1),

@@ -113,7 +113,7 @@ pub enum Variant {
 impl Variant {
     /// The kernels the tuner times for a product (`vec4_ok`: see [`vec4_ok`]).
     pub fn candidates(vec4_ok: bool) -> Vec<Variant> {
-        let mut v = vec![Variant::Blocked, Variant::Wide];
+        let mut v = vec![Variant::Blocked, Variant::Wide, Variant::Shared];
         if vec4_ok {
             v.push(Variant::Vec4);
         }
