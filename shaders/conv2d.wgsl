@@ -3,7 +3,8 @@
 //   forward:  y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[n, c, oy·s+ky−pad_t, ox·s+kx−pad_l]
 //   backward: dx[n,c,iy,ix] += Σ_{o,ky,kx : iy = oy·s+ky−pad_t, ix = ox·s+kx−pad_l} dy[n,o,oy,ox] · w[o,c,ky,kx]
 //             dw[o,c,ky,kx] += Σ_{n,oy,ox} dy[n,o,oy,ox] · x[n, c, oy·s+ky−pad_t, ox·s+kx−pad_l]
-//             db[o]         += Σ_{n,oy,ox} dy[n,o,oy,ox]
+//             db[o]         += Σ_{n,oy,ox} dy[n,o,oy,ox]   (computed by shaders/linear.wgsl's channel-bias
+//                                                       gradient, for which dy is (N, Cout, OH·OW))
 //   (taps falling in the padding read zero). Bottom/right padding only enter through OH, OW.
 //
 // Layout: row-major NCHW images, weights (Cout, Cin, k, k) as in PyTorch. The tiled convolution
@@ -33,7 +34,6 @@
 //   backward_weight_split   the same blocks, the batch cut into `splits` slices: invocation x =
 //                       slice × input-channel blocks, partial sums written to part (slice, ...);
 //   backward_weight_reduce  then one invocation per weight element adds Σ_slice part into dw.
-//   backward_bias       one invocation per output channel (workgroups of BIAS_WG).
 //   *_shared            implicit GEMM through workgroup memory, one workgroup of 16×16 per 64×64
 //                       tile of the output matrix, 4×4 per invocation (see "Shared-memory tiles").
 //                       They do not depend on TILE_C: every specialisation holds the same code.
@@ -113,14 +113,12 @@ struct Params {
 @group(0) @binding(5) var<storage, read> dy: array<f32>;         // (N, Cout, OH, OW)
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;   // (N, Cin, H, W)    accumulated
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;   // (Cout, Cin, k, k) accumulated
-@group(0) @binding(8) var<storage, read_write> db: array<f32>;   // (Cout)            accumulated
 @group(0) @binding(9) var<storage, read_write> part: array<f32>; // (splits, Cout, Cin, k, k) partial dw
 @group(0) @binding(10) var<storage, read> wp: array<vec4<f32>>;  // (Cin, k, k, ⌈Cout/4⌉) packed weights
 @group(0) @binding(11) var<storage, read_write> wpack: array<f32>; // the same, written by pack_weights
 
 const WG: u32 = 64u;
 const TILE_WG: u32 = 64u;
-const BIAS_WG: u32 = 8u;
 const BW_WG: u32 = 16u;   // backward_weight: invocations per workgroup
 // Channels per invocation of the tiled kernels. src/ops/conv2d.rs compiles this file once per tile
 // size it uses (16, and 8/4/2/1 for convolutions with fewer channels) by replacing this line.
@@ -228,24 +226,6 @@ fn backward_weight_naive(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         }
     }
     dw[i] += acc;
-}
-
-@compute @workgroup_size(BIAS_WG)
-fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = gid.x + gid.y * nwg.x * BIAS_WG;
-    let p = params;
-    if (o >= p.co) {
-        return;
-    }
-    let pixels = p.oh * p.ow;
-    var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        let base = (n * p.co + o) * pixels;
-        for (var q = 0u; q < pixels; q++) {
-            acc += dy[base + q];
-        }
-    }
-    db[o] += acc;
 }
 
 // ---- tiled kernels: TILE_C channels × 8 pixels (or 8 input channels) per invocation ----------

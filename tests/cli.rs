@@ -892,7 +892,12 @@ fn a_device_without_the_limits_the_kernels_need_is_refused_up_front() {
 #[test]
 fn profile_prints_the_step_by_kernel_and_by_layer() {
     for extra in [&[][..], &["--sample"][..]] {
-        let args = with(&["profile", "--model", "tiny", "--batch", "2", "--reps", "1"], extra);
+        let args = with(
+            &[
+                "profile", "--model", "tiny", "--batch", "2", "--reps", "1", "--rows", "1000",
+            ],
+            extra,
+        );
         let out = ddpm(&args);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(

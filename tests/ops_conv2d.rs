@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::conv2d::{self, Choice, Conv2d, Variant};
+use ddpm_gpu::ops::conv2d::{self, BiasSum, Choice, Conv2d, Variant};
 use ddpm_gpu::reference;
 
 /// Relative L2 tolerance of f32 GPU results vs the f64 reference.
@@ -120,7 +120,10 @@ fn check_variant(name: &str, run: Run) {
                 format!("{name} {c:?} {s:?}")
             }
         };
-        conv2d::backward_bias(&mut p, s, &tdy, &tdb);
+        // The bias gradient both ways (it has no variant of its own in `Choice`).
+        let tdb_wg = gpu.tensor(&[s.c_out], &d.db0);
+        conv2d::backward_bias_with(&mut p, BiasSum::Serial, s, &tdy, &tdb);
+        conv2d::backward_bias_with(&mut p, BiasSum::Workgroup, s, &tdy, &tdb_wg);
         p.run();
 
         let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
@@ -132,6 +135,12 @@ fn check_variant(name: &str, run: Run) {
         assert_close(&format!("{tag} dx"), &gpu.read(&tdx), &plus(&d.dx0, &dx), TOL);
         assert_close(&format!("{tag} dw"), &gpu.read(&tdw), &plus(&d.dw0, &dw), TOL);
         assert_close(&format!("{tag} db"), &gpu.read(&tdb), &plus(&d.db0, &db), TOL);
+        assert_close(
+            &format!("{tag} db (workgroup)"),
+            &gpu.read(&tdb_wg),
+            &plus(&d.db0, &db),
+            TOL,
+        );
     }
 }
 

@@ -3,10 +3,8 @@
 
 use anyhow::Result;
 use clap::Args;
-use ddpm_gpu::data::Dataset;
 use ddpm_gpu::diffusion::sampler::Sampler;
-use ddpm_gpu::diffusion::schedule::SchedulerConfig;
-use ddpm_gpu::diffusion::trainer::{TrainConfig, Trainer};
+use ddpm_gpu::diffusion::trainer::TrainConfig;
 use ddpm_gpu::gpu::{Gpu, GpuOptions, Profile, Timer};
 use ddpm_gpu::model::ParamTable;
 use ddpm_gpu::ops::peak::peak_gflops;
@@ -26,6 +24,10 @@ pub struct ProfileArgs {
     /// Timed runs; each dispatch reports its median.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Profile the built-in heuristics' kernels instead of those tuned for this adapter (see
+    /// `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
+    #[arg(long)]
+    no_tune: bool,
     /// Rows of each table (the rest are summed into one line).
     #[arg(long, default_value_t = 25)]
     rows: usize,
@@ -43,29 +45,24 @@ pub fn run(opts: &GpuOptions, args: &ProfileArgs) -> Result<()> {
     let table = ParamTable::new(&model);
     let weights = table.init(0);
     let timer = Timer::for_gpu(&gpu);
+    super::enable_tuning(&gpu, args.no_tune);
     let what = if args.sample { "sampling" } else { "training" };
     eprintln!("building a {what} step of {} at batch {batch}", args.model);
     let profile = if args.sample {
         let params = gpu.tensor(&[table.total], &weights);
-        let sampler = Sampler::new(&gpu, &model, &table, &params, batch)?;
+        let mut sampler = Sampler::new(&gpu, &model, &table, &params, batch)?;
+        if super::tune_missing_now(&gpu)? {
+            sampler = Sampler::new(&gpu, &model, &table, &params, batch)?;
+        }
         Profile::measure(sampler.step_plan(), timer, args.reps)
     } else {
-        let size = model.sample_size();
-        // Speed does not depend on the pixels: zeros of the model's shape, labelled 0 for a
-        // class-conditional model.
-        let data = Dataset {
-            images: vec![0.0; batch * model.in_channels * size * size],
-            labels: model.num_class_embeds.map(|_| vec![0; batch]),
-            n: batch,
-            channels: model.in_channels,
-            height: size,
-            width: size,
-        };
         let cfg = TrainConfig {
             batch_size: batch,
             ..defaults
         };
-        let trainer = Trainer::new(&gpu, &model, &SchedulerConfig::paper(), &cfg, data, &weights)?;
+        let build = || super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights);
+        super::ensure_tuned(&gpu, || build().map(drop))?;
+        let trainer = build()?;
         Profile::measure(trainer.plan(), timer, args.reps)
     };
     let peak = peak_gflops(&gpu);

@@ -18,6 +18,8 @@
 use std::sync::OnceLock;
 
 use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
+use crate::ops::linear;
+pub use crate::ops::linear::BiasSum;
 use crate::shader;
 
 /// Shape of a convolution: square k×k kernel, equal stride in y and x, asymmetric zero padding.
@@ -122,10 +124,9 @@ const BW_CI: usize = 8;
 /// weight taps for backward_weight), as in the shader.
 const SH_BM: usize = 64;
 const SH_BN: usize = 64;
-/// Workgroup sizes (`WG`, `TILE_WG`, `BIAS_WG`, `BW_WG` in the shader).
+/// Workgroup sizes (`WG`, `TILE_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
-const BIAS_WG: u32 = 8;
 const BW_WG: u32 = 16;
 
 fn u(v: usize) -> u32 {
@@ -594,21 +595,22 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
     }
 }
 
-/// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]. One invocation per output channel.
+/// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]: the channel-bias gradient of [`crate::ops::linear`]
+/// (dy is (N, Cout, OH·OW)), summed as its [`BiasSum::for_adapter`] says.
 pub fn backward_bias(p: &mut Plan, s: &Conv2d, dy: &Tensor, db: &Tensor) {
+    let m = BiasSum::for_adapter(&p.gpu);
+    backward_bias_with(p, m, s, dy, db);
+}
+
+/// [`backward_bias`] summed by `m`.
+pub fn backward_bias_with(p: &mut Plan, m: BiasSum, s: &Conv2d, dy: &Tensor, db: &Tensor) {
     assert_eq!(
         dy.len(),
         s.n * s.c_out * s.out_h() * s.out_w(),
         "conv2d: dy length for {s:?}"
     );
     assert_eq!(db.len(), s.c_out, "conv2d: db length for {s:?}");
-    p.kernel(
-        &shader!("conv2d"),
-        "backward_bias",
-        &params(s),
-        &[(5, dy), (8, db)],
-        grid_1d(s.c_out, BIAS_WG),
-    );
+    linear::bias_backward_with(p, m, s.n, s.c_out, s.out_h() * s.out_w(), dy, db);
 }
 
 /// y = conv(x, w) + b, one invocation per output element.

@@ -3,7 +3,7 @@
 //! `shaders/linear.wgsl` (for any channel bias, see [`bias_backward`]). Reference:
 //! `src/reference/linear.rs`.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, Gpu, Plan, Tensor};
 use crate::ops::matmul::{matmul, matmul_ext, Extra, Matmul};
 use crate::shader;
 
@@ -17,8 +17,42 @@ struct Params {
 
 const WG: u32 = 64;
 
-/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner).
+/// How [`bias_backward`] sums (see `shaders/linear.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasSum {
+    /// One invocation per channel, a serial loop: CPU adapters (no barriers to emulate).
+    Serial,
+    /// A workgroup of 64 invocations per channel and a tree reduction: GPUs.
+    Workgroup,
+}
+
+impl BiasSum {
+    pub fn for_adapter(gpu: &Gpu) -> BiasSum {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            BiasSum::Serial
+        } else {
+            BiasSum::Workgroup
+        }
+    }
+}
+
+/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner), summed as
+/// [`BiasSum::for_adapter`] says.
 pub fn bias_backward(p: &mut Plan, outer: usize, channels: usize, inner: usize, dy: &Tensor, db: &Tensor) {
+    let m = BiasSum::for_adapter(&p.gpu);
+    bias_backward_with(p, m, outer, channels, inner, dy, db);
+}
+
+/// [`bias_backward`] summed by `m`.
+pub fn bias_backward_with(
+    p: &mut Plan,
+    m: BiasSum,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    dy: &Tensor,
+    db: &Tensor,
+) {
     assert_eq!(
         db.len(),
         channels,
@@ -36,13 +70,11 @@ pub fn bias_backward(p: &mut Plan, outer: usize, channels: usize, inner: usize, 
         channels: channels as u32,
         inner: inner as u32,
     };
-    p.kernel(
-        &shader!("linear"),
-        "bias_grad",
-        &params,
-        &[(3, dy), (4, db)],
-        grid_1d(channels, WG),
-    );
+    let (entry, grid) = match m {
+        BiasSum::Serial => ("bias_grad", grid_1d(channels, WG)),
+        BiasSum::Workgroup => ("bias_grad_workgroup", grid_1d(channels, 1)),
+    };
+    p.kernel(&shader!("linear"), entry, &params, &[(3, dy), (4, db)], grid);
 }
 
 /// y = x · wᵀ + b (written).
