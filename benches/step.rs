@@ -17,9 +17,14 @@
 //!   s/step + sampling steps × s/sampling step, both measured back to back here (the machine's
 //!   speed drifts, so only the ratio means something).
 //!
-//! `DDPM_BENCH_QUICK=1`: `tiny` and `mnist` only (the default run's cost too), fewer steps.
+//! - The training step with the kernels `ddpm-gpu tune` measures fastest on this adapter against
+//!   the built-in heuristics' (every case of the step tuned afresh first, then both timed
+//!   alternately): `mnist` b32 and `ddpm-cifar10` b`DDPM_BENCH_CIFAR_BATCH`.
+//!
+//! `DDPM_BENCH_QUICK=1`: `tiny` and `mnist` only (the default run's cost and `mnist`'s tuning
+//! too), fewer steps.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ddpm_gpu::data::Dataset;
 use ddpm_gpu::diffusion::sampler::{SampleOptions, Sampler};
@@ -28,6 +33,7 @@ use ddpm_gpu::diffusion::trainer::{TrainConfig, Trainer};
 use ddpm_gpu::gpu::Gpu;
 use ddpm_gpu::model::{ParamTable, UNetConfig};
 use ddpm_gpu::ops::peak::peak_gflops;
+use ddpm_gpu::ops::tune;
 
 /// The FMA probe rate the issue quotes (10-13 GFLOP/s on this machine), for a second ratio.
 const ISSUE_PROBE_GFLOPS: f64 = 12.0;
@@ -176,6 +182,33 @@ fn default_run_cost(gpu: &Gpu) {
     );
 }
 
+/// The training step with the kernels tuned on this adapter against the heuristics' (alternately,
+/// twice; medians), after timing every candidate of the step's cases afresh (no cache).
+fn tuned_vs_heuristic(gpu: &Gpu, preset: &str, batch: usize, steps: usize) {
+    let set = |on: bool| gpu.tuning.lock().unwrap().enabled = on;
+    set(true);
+    let start = Instant::now();
+    let Some(t) = trainer(gpu, preset, batch) else { return };
+    drop(t);
+    let tuned = tune::tune_missing(gpu, Duration::MAX, |_, _| {}).expect("tuning");
+    let tune_secs = start.elapsed().as_secs_f64();
+    let changed = tuned.iter().filter(|t| t.variant != t.heuristic).count();
+    let (mut heuristic, mut chosen) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        set(false);
+        heuristic.push(time_steps(&mut trainer(gpu, preset, batch).expect("builds"), steps));
+        set(true);
+        chosen.push(time_steps(&mut trainer(gpu, preset, batch).expect("builds"), steps));
+    }
+    set(false);
+    let (h, c) = (median(heuristic), median(chosen));
+    println!(
+        "| {preset} | {batch} | {} ({changed} changed) | {tune_secs:.1} | {h:.3} | {c:.3} | {:.2} |",
+        tuned.len(),
+        h / c
+    );
+}
+
 fn main() {
     let quick = std::env::var("DDPM_BENCH_QUICK").is_ok_and(|v| v == "1");
     let cifar_batch: usize = std::env::var("DDPM_BENCH_CIFAR_BATCH")
@@ -226,4 +259,12 @@ fn main() {
         sample_step(&gpu, "ddpm-cifar10", 2, 3);
     }
     default_run_cost(&gpu);
+
+    println!("\nTuned kernels against the heuristics (`ddpm-gpu tune`; training step, s):\n");
+    println!("| preset | batch | cases tuned | tuning s | heuristic | tuned | speed-up |");
+    println!("|---|--:|--:|--:|--:|--:|--:|");
+    tuned_vs_heuristic(&gpu, "mnist", 32, if quick { 2 } else { 5 });
+    if !quick {
+        tuned_vs_heuristic(&gpu, "ddpm-cifar10", cifar_batch, 1);
+    }
 }
