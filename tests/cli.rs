@@ -836,6 +836,11 @@ fn memory_and_cost_are_told_before_the_run() {
         err.contains("the first step took") && err.contains("the 2 steps left will take about"),
         "{err}"
     );
+    // What the run holds on the GPU (wgpu cannot tell a device's size; the user can compare).
+    assert!(
+        err.contains("GPU memory: ") && err.contains("activations of 6 images per pass"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -360,6 +360,16 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights).map(drop)
     })?;
     let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
+    let (weights_b, acts_b, data_b) = trainer.gpu_bytes();
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "GPU memory: {:.0} MiB (weights, gradients, Adam and EMA {:.0} MiB; activations of {} images per pass {:.0} MiB; data {:.0} MiB)",
+        mib(weights_b + acts_b + data_b),
+        mib(weights_b),
+        trainer.micro_batch,
+        mib(acts_b),
+        mib(data_b)
+    );
     // Held while this process trains in the folder: a second one gets a clear error.
     let _lock = if args.resume.is_some() {
         let lock = FolderLock::take(&run.root)?;

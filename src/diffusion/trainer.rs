@@ -359,7 +359,12 @@ impl Trainer {
                     break;
                 }
                 (Err(e), _) => last_err = Some(e),
-                (Ok(_), Some(e)) => last_err = Some(anyhow::anyhow!("out of GPU memory for {mb} images per pass: {e}")),
+                (Ok(net), Some(e)) => {
+                    last_err = Some(anyhow::anyhow!(
+                        "out of GPU memory for {mb} images per pass ({} MiB of activations and their gradients): {e}",
+                        net.activation_bytes >> 20
+                    ))
+                }
             }
         }
         let Some((mb, net)) = built else {
@@ -584,6 +589,15 @@ impl Trainer {
         }
         self.plan.run();
         self.step += 1;
+    }
+
+    /// What this run holds on the GPU, in bytes: the weights with their gradients, Adam moments
+    /// and EMA (5 copies); the activations and their gradients of one pass of
+    /// [`Trainer::micro_batch`] images; the data set (or, when it did not fit one binding, a
+    /// batch of it). wgpu cannot ask a device how much memory it has, so this is for the user
+    /// to compare with their GPU's.
+    pub fn gpu_bytes(&self) -> (usize, usize, usize) {
+        (5 * self.table.total * 4, self.net.activation_bytes, self.data.len() * 4)
     }
 
     /// The recorded training step (what [`Trainer::run_step`] submits), for profiling.

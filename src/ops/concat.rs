@@ -56,9 +56,41 @@ fn run_grid(n: usize, c1: usize, c2: usize, hw: usize) -> [u32; 3] {
     ]
 }
 
+/// The two mappings of the concatenation (see `shaders/concat.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Mapping {
+    /// Runs of 4 elements of one part per invocation: no division, uniform branches (the
+    /// heuristic, everywhere).
+    Run,
+    /// One invocation per element (the readable mapping).
+    Flat,
+}
+
+/// The mapping measured fastest for this shape on this adapter (see [`crate::ops::tune`]),
+/// else [`Mapping::Run`].
+fn chosen(p: &Plan, backward: bool, n: usize, c1: usize, c2: usize, hw: usize) -> Mapping {
+    let case = crate::ops::tune::Case::Concat {
+        backward,
+        n,
+        c1,
+        c2,
+        hw,
+    };
+    p.gpu.tuned(&case).unwrap_or(Mapping::Run)
+}
+
 /// y (n, c1+c2, hw) = [a (n, c1, hw), b (n, c2, hw)] along channels.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
+    match chosen(p, false, n, c1, c2, hw) {
+        Mapping::Run => forward_run(p, n, c1, c2, hw, a, b, y),
+        Mapping::Flat => forward_flat(p, n, c1, c2, hw, a, b, y),
+    }
+}
+
+/// [`forward`] with the run mapping.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_run(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
     let params = check(n, c1, c2, hw, a, b, y);
     let grid = run_grid(n, c1, c2, hw);
     p.kernel(&shader!("concat"), "forward", &params, &[(1, a), (2, b), (3, y)], grid);
@@ -67,6 +99,15 @@ pub fn forward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tens
 /// da += dy[:, ..c1], db += dy[:, c1..].
 #[allow(clippy::too_many_arguments)]
 pub fn backward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
+    match chosen(p, true, n, c1, c2, hw) {
+        Mapping::Run => backward_run(p, n, c1, c2, hw, dy, da, db),
+        Mapping::Flat => backward_flat(p, n, c1, c2, hw, dy, da, db),
+    }
+}
+
+/// [`backward`] with the run mapping.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_run(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
     let params = check(n, c1, c2, hw, da, db, dy);
     let grid = run_grid(n, c1, c2, hw);
     p.kernel(

@@ -596,10 +596,10 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
 }
 
 /// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]: the channel-bias gradient of [`crate::ops::linear`]
-/// (dy is (N, Cout, OH·OW)), summed as its [`BiasSum::for_adapter`] says.
+/// (dy is (N, Cout, OH·OW)), summed as [`linear::bias_backward`] chooses.
 pub fn backward_bias(p: &mut Plan, s: &Conv2d, dy: &Tensor, db: &Tensor) {
-    let m = BiasSum::for_adapter(&p.gpu);
-    backward_bias_with(p, m, s, dy, db);
+    assert_eq!(db.len(), s.c_out, "conv2d: db length for {s:?}");
+    linear::bias_backward(p, s.n, s.c_out, s.out_h() * s.out_w(), dy, db);
 }
 
 /// [`backward_bias`] summed by `m`.

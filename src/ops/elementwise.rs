@@ -82,12 +82,38 @@ fn check_channel_bias(n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: 
     same_len("add_channel_bias", x, y);
 }
 
-/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c). Runs the plane mapping, or the
-/// flat one for planes of fewer than `PLANE_MIN` pixels.
-pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
-    if hw < PLANE_MIN {
-        return add_channel_bias_flat(p, n, c, hw, x, v, y);
+/// The two mappings of [`add_channel_bias`] (see `shaders/elementwise.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BiasMapping {
+    /// Runs of pixels of one (n, c) plane per invocation, the bias uniform per workgroup.
+    Plane,
+    /// One invocation per element.
+    Flat,
+}
+
+impl BiasMapping {
+    /// The heuristic: the plane mapping from `PLANE_MIN` pixels per plane.
+    pub fn for_shape(hw: usize) -> BiasMapping {
+        if hw < PLANE_MIN {
+            BiasMapping::Flat
+        } else {
+            BiasMapping::Plane
+        }
     }
+}
+
+/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c). Runs the mapping measured fastest
+/// for the shape on this adapter (see [`crate::ops::tune`]), else [`BiasMapping::for_shape`].
+pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
+    let case = crate::ops::tune::Case::ChannelBias { n, c, hw };
+    match p.gpu.tuned(&case).unwrap_or(BiasMapping::for_shape(hw)) {
+        BiasMapping::Plane => add_channel_bias_plane(p, n, c, hw, x, v, y),
+        BiasMapping::Flat => add_channel_bias_flat(p, n, c, hw, x, v, y),
+    }
+}
+
+/// [`add_channel_bias`] with the plane mapping.
+pub fn add_channel_bias_plane(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
     check_channel_bias(n, c, hw, x, v, y);
     let params = Params {
         n: (n * c * hw) as u32,

@@ -18,7 +18,7 @@ struct Params {
 const WG: u32 = 64;
 
 /// How [`bias_backward`] sums (see `shaders/linear.wgsl`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BiasSum {
     /// One invocation per channel, a serial loop: CPU adapters (no barriers to emulate).
     Serial,
@@ -36,10 +36,11 @@ impl BiasSum {
     }
 }
 
-/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner), summed as
-/// [`BiasSum::for_adapter`] says.
+/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner), summed the way measured fastest
+/// for the shape on this adapter (see [`crate::ops::tune`]), else as [`BiasSum::for_adapter`] says.
 pub fn bias_backward(p: &mut Plan, outer: usize, channels: usize, inner: usize, dy: &Tensor, db: &Tensor) {
-    let m = BiasSum::for_adapter(&p.gpu);
+    let case = crate::ops::tune::Case::BiasSum { outer, channels, inner };
+    let m = p.gpu.tuned(&case).unwrap_or_else(|| BiasSum::for_adapter(&p.gpu));
     bias_backward_with(p, m, outer, channels, inner, dy, db);
 }
 

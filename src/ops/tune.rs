@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::concat;
 use super::conv2d::{self, Conv2d, Pass};
+use super::elementwise::{self, BiasMapping};
 use super::group_norm::{self, GroupNorm, Mapping};
+use super::linear::{self, BiasSum};
 use super::matmul::{self, Extra, Matmul};
 use crate::gpu::{Gpu, Plan, Timer};
 
@@ -46,6 +49,26 @@ pub enum Case {
         backward: bool,
         silu: bool,
         shape: GroupNorm,
+    },
+    /// A channel-bias gradient: db[c] += Σ dy[o, c, i] over dy (outer, channels, inner).
+    BiasSum {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    },
+    /// The channel concatenation of (n, c1, hw) and (n, c2, hw), or its backward.
+    Concat {
+        backward: bool,
+        n: usize,
+        c1: usize,
+        c2: usize,
+        hw: usize,
+    },
+    /// y = x + v[n, c] over (n, c, hw).
+    ChannelBias {
+        n: usize,
+        c: usize,
+        hw: usize,
     },
 }
 
@@ -77,6 +100,18 @@ impl Case {
                 if s.trans_a { " Aᵀ" } else { "" },
                 if s.trans_b { " Bᵀ" } else { "" }
             ),
+            Case::BiasSum { outer, channels, inner } => format!("bias gradient {outer}×{channels}×{inner}"),
+            Case::Concat {
+                backward,
+                n,
+                c1,
+                c2,
+                hw,
+            } => format!(
+                "concat {} n{n} {c1}+{c2} hw{hw}",
+                if *backward { "backward" } else { "forward" }
+            ),
+            Case::ChannelBias { n, c, hw } => format!("channel bias n{n} c{c} hw{hw}"),
             Case::GroupNorm {
                 backward,
                 silu,
@@ -99,6 +134,9 @@ impl Case {
             Case::Conv2d { pass, shape } => conv2d::candidates(*pass, shape).iter().map(json).collect(),
             Case::Matmul { .. } => matmul::Variant::candidates(self.vec4_ok()).iter().map(json).collect(),
             Case::GroupNorm { .. } => Mapping::candidates(gpu).iter().map(json).collect(),
+            Case::BiasSum { .. } => [BiasSum::Serial, BiasSum::Workgroup].iter().map(json).collect(),
+            Case::Concat { .. } => [concat::Mapping::Run, concat::Mapping::Flat].iter().map(json).collect(),
+            Case::ChannelBias { .. } => [BiasMapping::Plane, BiasMapping::Flat].iter().map(json).collect(),
         }
     }
 
@@ -115,6 +153,9 @@ impl Case {
             }
             Case::Matmul { .. } => json(&matmul::Variant::choose(gpu.info.device_type, self.vec4_ok())),
             Case::GroupNorm { .. } => json(&Mapping::for_adapter(gpu)),
+            Case::BiasSum { .. } => json(&BiasSum::for_adapter(gpu)),
+            Case::Concat { .. } => json(&concat::Mapping::Run),
+            Case::ChannelBias { hw, .. } => json(&BiasMapping::for_shape(*hw)),
         }
     }
 
@@ -190,6 +231,35 @@ impl Case {
                     (true, true) => group_norm::backward_silu_with(
                         &mut p, m, s, &x, &gamma, &beta, &mean, &rstd, &y, &dx, &dgamma, &dbeta,
                     ),
+                }
+            }
+            Case::BiasSum { outer, channels, inner } => {
+                let m: BiasSum = serde_json::from_str(variant)?;
+                let (dy, db) = (zeros(outer * channels * inner), zeros(*channels));
+                linear::bias_backward_with(&mut p, m, *outer, *channels, *inner, &dy, &db);
+            }
+            Case::Concat {
+                backward,
+                n,
+                c1,
+                c2,
+                hw,
+            } => {
+                let m: concat::Mapping = serde_json::from_str(variant)?;
+                let (a, b, y) = (zeros(n * c1 * hw), zeros(n * c2 * hw), zeros(n * (c1 + c2) * hw));
+                match (backward, m) {
+                    (false, concat::Mapping::Run) => concat::forward_run(&mut p, *n, *c1, *c2, *hw, &a, &b, &y),
+                    (false, concat::Mapping::Flat) => concat::forward_flat(&mut p, *n, *c1, *c2, *hw, &a, &b, &y),
+                    (true, concat::Mapping::Run) => concat::backward_run(&mut p, *n, *c1, *c2, *hw, &y, &a, &b),
+                    (true, concat::Mapping::Flat) => concat::backward_flat(&mut p, *n, *c1, *c2, *hw, &y, &a, &b),
+                }
+            }
+            Case::ChannelBias { n, c, hw } => {
+                let m: BiasMapping = serde_json::from_str(variant)?;
+                let (x, v, y) = (zeros(n * c * hw), zeros(n * c), zeros(n * c * hw));
+                match m {
+                    BiasMapping::Plane => elementwise::add_channel_bias_plane(&mut p, *n, *c, *hw, &x, &v, &y),
+                    BiasMapping::Flat => elementwise::add_channel_bias_flat(&mut p, *n, *c, *hw, &x, &v, &y),
                 }
             }
         }
