@@ -944,6 +944,12 @@ fn tuning_measures_caches_and_is_reused() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let cases = json["cases"].as_array().unwrap();
     assert!(cases.len() > 10, "every case of the tiny model: {}", cases.len());
+    let out = run(&["info"]);
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        info.contains(&format!("tuning cache: {} ({} cases)", file.display(), cases.len())),
+        "info names the cache: {info}"
+    );
 
     // Training at the tuned batch finds every case cached: no tuning.
     let out_dir = dir.join("run");

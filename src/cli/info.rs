@@ -24,6 +24,25 @@ pub fn run(opts: &GpuOptions, args: &InfoArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     let l = &gpu.limits;
     println!("chosen: {}", gpu.describe());
+    match ddpm_gpu::ops::tune::cache_file(&gpu) {
+        Some(path) if path.exists() => {
+            // Loading reports a corrupt or stale file; otherwise count what it holds.
+            let before = gpu.tuning.lock().unwrap().choices.len();
+            match ddpm_gpu::ops::tune::load(&gpu, &path) {
+                Some(notice) => println!("  tuning cache: {notice}"),
+                None => println!(
+                    "  tuning cache: {} ({} cases)",
+                    path.display(),
+                    gpu.tuning.lock().unwrap().choices.len() - before
+                ),
+            }
+        }
+        Some(path) => println!(
+            "  tuning cache: none yet ({} is written by the first train, sample or tune)",
+            path.display()
+        ),
+        None => println!("  tuning cache: none (no cache folder: set DDPM_GPU_CACHE)"),
+    }
     println!(
         "  max_storage_buffer_binding_size: {} MiB",
         l.max_storage_buffer_binding_size >> 20
