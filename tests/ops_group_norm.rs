@@ -18,19 +18,6 @@ const EPS: f32 = 1e-5;
 
 const MAPPINGS: [Mapping; 3] = [Mapping::Workgroup, Mapping::Serial, Mapping::Subgroup];
 
-/// Whether mapping `m` can run on this adapter: all can, except `Subgroup` on an adapter without
-/// subgroup operations (the GL backend), which is skipped with a note.
-fn runs_here(gpu: &Gpu, m: Mapping) -> bool {
-    if m == Mapping::Subgroup && !gpu.features.contains(wgpu::Features::SUBGROUP) {
-        println!(
-            "note: {} has no subgroup operations; Mapping::Subgroup not tested",
-            gpu.describe()
-        );
-        return false;
-    }
-    true
-}
-
 struct Data {
     x: Vec<f32>,
     gamma: Vec<f32>,

@@ -95,37 +95,32 @@ pub(crate) fn check_bindable(p: &Plan, what: &str, n: usize) {
 
 /// Record one level: `dst[j] = scale · Σ_k f(src[j + k·m])` with `m = dst.len()`.
 fn level(p: &mut Plan, src: &Tensor, dst: &Tensor, square: bool, scale: f32) {
-    let m = dst.len();
-    p.kernel(
-        &base_shader(),
-        "partial_sums",
-        &Params {
-            n: src.len() as u32,
-            m: m as u32,
-            square: square as u32,
-            scale,
-        },
-        &[(1, src), (2, dst)],
-        grid_1d(m, WG),
-    );
+    let q = level_params(src, dst, square, scale);
+    let grid = grid_1d(dst.len(), WG);
+    p.kernel(&base_shader(), "partial_sums", &q, &[(1, src), (2, dst)], grid);
 }
 
 /// Record one level of [`Variant::Subgroup`]: `dst[w] = scale · Σ_t f(src[w·BLOCK + t])`,
-/// `t < BLOCK`, with `dst.len() = ⌈src.len() / BLOCK⌉`.
+/// `t < BLOCK`, with `dst.len() = ⌈src.len() / BLOCK⌉`: one workgroup per block.
 fn subgroup_level(p: &mut Plan, src: &Tensor, dst: &Tensor, square: bool, scale: f32) {
-    let m = dst.len();
+    let q = level_params(src, dst, square, scale);
+    let grid = grid_1d(dst.len(), 1);
     p.kernel(
         &subgroup_shader(),
         "partial_sums_subgroup",
-        &Params {
-            n: src.len() as u32,
-            m: m as u32,
-            square: square as u32,
-            scale,
-        },
+        &q,
         &[(1, src), (2, dst)],
-        grid_1d(m, 1),
+        grid,
     );
+}
+
+fn level_params(src: &Tensor, dst: &Tensor, square: bool, scale: f32) -> Params {
+    Params {
+        n: src.len() as u32,
+        m: dst.len() as u32,
+        square: square as u32,
+        scale,
+    }
 }
 
 /// Reduce `partials` to `out[0] = scale · Σ partials` (used after a fused first level, as in

@@ -97,3 +97,16 @@ pub fn check_grad(what: &str, f: &dyn Fn(&[f64]) -> f64, x: &[f64], grad: &[f64]
 pub fn dot(out: &[f64], w: &[f64]) -> f64 {
     out.iter().zip(w).map(|(a, b)| a * b).sum()
 }
+
+/// Whether group norm mapping `m` can run on this adapter: all can, except `Subgroup` on an
+/// adapter without subgroup operations (the GL backend), which is skipped with a note.
+pub fn runs_here(gpu: &Gpu, m: ddpm_gpu::ops::group_norm::Mapping) -> bool {
+    if m == ddpm_gpu::ops::group_norm::Mapping::Subgroup && !gpu.features.contains(wgpu::Features::SUBGROUP) {
+        println!(
+            "note: {} has no subgroup operations; Mapping::Subgroup not tested",
+            gpu.describe()
+        );
+        return false;
+    }
+    true
+}
