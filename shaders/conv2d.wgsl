@@ -37,6 +37,9 @@
 //   *_shared            implicit GEMM through workgroup memory, one workgroup of 16×16 per 64×64
 //                       tile of the output matrix, 4×4 per invocation (see "Shared-memory tiles").
 //                       They do not depend on TILE_C: every specialisation holds the same code.
+//   backward_weight_shared_split  backward_weight_shared with its reduction cut into `splits`
+//                       slices (split-K), slice on workgroup z, partial tiles to part, then
+//                       backward_weight_reduce (see "Split-K" below).
 // Padding is handled by clamped loads and selects rather than branches, keeping the loops uniform.
 // Portability: no % or / of a negative integer (WGSL defines them, GLSL does not, and the GL
 // backend passes them through): backward_input_strided lifts its tap offsets by k·s first.
@@ -82,6 +85,26 @@
 // - Grid: tiles of N on workgroups (x, y) (y only past 65535 tiles), tiles of M on z. One tile loop
 //   (tile_gemm) serves the three passes; they differ only in the gathers (gemm_a, gemm_b, a switch
 //   on a constant `op`) and the stores. Because of the switch every entry point uses x, wt and dy.
+//
+// Split-K (backward_weight_shared_split)
+// --------------------------------------
+// backward_weight's matrix is small and its reduction long: for a 3×3 convolution 32 → 32
+// channels on a batch of 32 28×28 images, dW is 32 × 288 (M × N), i.e. 1 × 5 = 5 tiles of 64×64,
+// while K = 32·28·28 = 25088. backward_weight_shared thus runs 5 workgroups, each walking 1568
+// chunks one after the other: a GPU with a hundred-odd compute units, each wanting several
+// resident workgroups to hide memory latency, leaves nearly all of them idle.
+// Split-K cuts the reduction range [0, K) into `splits` contiguous slices and gives each slice
+// its own workgroups: workgroup z = slice · (row tiles) + row tile, so the grid has `splits` times
+// as many workgroups (5 · 64 = 320 above) and each walks K/splits of the reduction. A slice is a
+// whole number of chunks, ⌈⌈K/BK⌉/splits⌉ · BK indices (only the last slice is ragged, and with
+// more slices than chunks the ones past the end are empty), so it is just another range
+// [k_begin, k_end) for the same tile_gemm, which zero-fills past k_end exactly as it does past K.
+// The slice sums cannot be added into dw by the workgroups themselves without float atomics (which
+// WGSL lacks), so each workgroup writes (=) its partial tile to part[slice] (every element of the
+// tile, even for an empty slice: zeros), and a second launch, backward_weight_reduce, adds
+// Σ_slice part[slice] into dw. The price: one more launch and splits × Cout·Cin·k·k floats of
+// scratch (64 slices × 9216 weights = 2.4 MB above), written once and read once, small next to
+// the N·OH·OW·(Cout + Cin·k·k) operand elements the tiles gather. Same workgroup memory (8320 bytes).
 
 struct Params {
     n: u32,       // batch
@@ -102,7 +125,7 @@ struct Params {
     w_sy: i32,
     w_sx: i32,
     groups: u32,  // tiled kernels: invocations per row (pixel groups)
-    splits: u32,  // backward_weight_split: partial sums over slices of the batch
+    splits: u32,  // backward_weight_split / _shared_split: partial sums over slices of the reduction
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -733,10 +756,11 @@ fn gemm_b(op: u32, k: u32, n: u32) -> f32 {
     }
 }
 
-// The register block of invocation `lid` in the tile (m0, n0) of C: acc[i][j] = C[m0 + ty + SH_T·i,
+// The register block of invocation `lid` in the tile (m0, n0) of C, summed over the reduction
+// indices [k_begin, k_end) (k_end ≤ K; [0, K) for the whole product): acc[i][j] = C[m0 + ty + SH_T·i,
 // n0 + tx + SH_T·j] with (tx, ty) = (lid mod SH_T, lid / SH_T). Every invocation of the workgroup
-// must call it (it holds barriers), with the same op and tile.
-fn tile_gemm(op: u32, m0: u32, n0: u32, lid: u32) -> array<vec4<f32>, SH_R> {
+// must call it (it holds barriers), with the same op, tile and range.
+fn tile_gemm(op: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, lid: u32) -> array<vec4<f32>, SH_R> {
     let g = gemm_of(op);
     let tx = lid % SH_T;
     let ty = lid / SH_T;
@@ -745,21 +769,22 @@ fn tile_gemm(op: u32, m0: u32, n0: u32, lid: u32) -> array<vec4<f32>, SH_R> {
     // invocations load consecutive addresses.
     let b_k_fastest = op == SH_BACKWARD_WEIGHT;
     var acc: array<vec4<f32>, SH_R>;
-    for (var k0 = 0u; k0 < g.k; k0 += SH_BK) {
+    for (var k0 = k_begin; k0 < k_end; k0 += SH_BK) {
         // Cooperative loads: SH_BK · SH_BM elements of each operand, SH_BK · SH_BM / SH_WG = 4 per
-        // invocation; 0 outside the matrices, so the partial tiles at the edges need no other care.
+        // invocation; 0 outside the matrices (and past k_end), so the partial tiles at the edges
+        // need no other care.
         for (var e = lid; e < SH_BK * SH_BM; e += SH_WG) {
             let ka = e % SH_BK;
             let ma = e / SH_BK;
             var a = 0.0;
-            if (k0 + ka < g.k && m0 + ma < g.m) {
+            if (k0 + ka < k_end && m0 + ma < g.m) {
                 a = gemm_a(op, k0 + ka, m0 + ma);
             }
             sh_a[ka * SH_LD + ma] = a;
             let kb = select(e / SH_BN, e % SH_BK, b_k_fastest);
             let nb = select(e % SH_BN, e / SH_BK, b_k_fastest);
             var b = 0.0;
-            if (k0 + kb < g.k && n0 + nb < g.n) {
+            if (k0 + kb < k_end && n0 + nb < g.n) {
                 b = gemm_b(op, k0 + kb, n0 + nb);
             }
             sh_b[kb * SH_LD + nb] = b;
@@ -792,7 +817,7 @@ fn forward_shared(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let p = params;
     let m0 = wid.z * SH_BM;
     let n0 = tile_n0(wid, nwg);
-    var acc = tile_gemm(SH_FORWARD, m0, n0, lid);
+    var acc = tile_gemm(SH_FORWARD, m0, n0, 0u, gemm_of(SH_FORWARD).k, lid);
     let ohw = p.oh * p.ow;
     let pixels = p.n * ohw;
     for (var i = 0u; i < SH_R; i++) {
@@ -820,7 +845,7 @@ fn backward_input_shared(@builtin(local_invocation_index) lid: u32, @builtin(wor
     let p = params;
     let m0 = wid.z * SH_BM;
     let n0 = tile_n0(wid, nwg);
-    var acc = tile_gemm(SH_BACKWARD_INPUT, m0, n0, lid);
+    var acc = tile_gemm(SH_BACKWARD_INPUT, m0, n0, 0u, gemm_of(SH_BACKWARD_INPUT).k, lid);
     let hw = p.h * p.w;
     let pixels = p.n * hw;
     for (var i = 0u; i < SH_R; i++) {
@@ -841,7 +866,7 @@ fn backward_weight_shared(@builtin(local_invocation_index) lid: u32, @builtin(wo
     let p = params;
     let m0 = wid.z * SH_BM;
     let n0 = tile_n0(wid, nwg);
-    var acc = tile_gemm(SH_BACKWARD_WEIGHT, m0, n0, lid);
+    var acc = tile_gemm(SH_BACKWARD_WEIGHT, m0, n0, 0u, gemm_of(SH_BACKWARD_WEIGHT).k, lid);
     let taps = p.ci * p.k * p.k;
     for (var i = 0u; i < SH_R; i++) {
         let o = m0 + lid / SH_T + SH_T * i;
@@ -849,6 +874,36 @@ fn backward_weight_shared(@builtin(local_invocation_index) lid: u32, @builtin(wo
             let r = n0 + lid % SH_T + SH_T * j;
             if (o < p.co && r < taps) {
                 dw[o * taps + r] += acc[i][j];
+            }
+        }
+    }
+}
+
+// Split-K: part[slice, o, r] = Σ_{k in the slice} dY[o, k] · X̃[r, k]; workgroup z = slice · (row
+// tiles) + row tile, column tiles on (x, y). The slices are ⌈chunks/splits⌉ chunks of SH_BK long;
+// the bounds depend only on the workgroup, so the chunk loop stays uniform. Every element of the
+// tile is written, zeros for an empty slice, so backward_weight_reduce may add every slice.
+@compute @workgroup_size(SH_T, SH_T)
+fn backward_weight_shared_split(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = params;
+    let m_tiles = (p.co + SH_BM - 1u) / SH_BM;
+    let slice = wid.z / m_tiles;
+    let m0 = (wid.z % m_tiles) * SH_BM;
+    let n0 = tile_n0(wid, nwg);
+    let g = gemm_of(SH_BACKWARD_WEIGHT);
+    let per = ((g.k + SH_BK - 1u) / SH_BK + p.splits - 1u) / p.splits * SH_BK;
+    let k_begin = min(slice * per, g.k);
+    let k_end = min(k_begin + per, g.k);
+    var acc = tile_gemm(SH_BACKWARD_WEIGHT, m0, n0, k_begin, k_end, lid);
+    let taps = p.ci * p.k * p.k;
+    let len = p.co * taps;
+    for (var i = 0u; i < SH_R; i++) {
+        let o = m0 + lid / SH_T + SH_T * i;
+        for (var j = 0u; j < SH_R; j++) {
+            let r = n0 + lid % SH_T + SH_T * j;
+            if (o < p.co && r < taps) {
+                part[slice * len + o * taps + r] = acc[i][j];
             }
         }
     }

@@ -87,8 +87,13 @@ enum Run<'a> {
 /// Run the forward (with and without bias, into garbage-filled outputs) and backward passes on
 /// every shape and compare with the reference.
 fn check_variant(name: &str, run: Run) {
+    check_shapes(name, run, &shapes());
+}
+
+/// [`check_variant`] on the shapes `cases`.
+fn check_shapes(name: &str, run: Run, cases: &[Conv2d]) {
     let gpu = gpu();
-    for (i, s) in shapes().iter().enumerate() {
+    for (i, s) in cases.iter().enumerate() {
         let d = data(s, 10 * i as u64);
         let (oh, ow) = (s.out_h(), s.out_w());
         let ys = s.n * s.c_out * oh * ow;
@@ -203,6 +208,36 @@ fn split_backward_weight_matches_reference() {
             check_variant("split", Run::With(&choose));
         }
     }
+}
+
+/// The workgroup-memory weight gradient with split-K: one slice (the whole reduction), slices of
+/// uneven chunk counts, and more slices than chunks (the shapes' reductions span 1–31 chunks of
+/// 16, so 64 slices leave empty ones, which must write zeros). The last shape has 2 × 2 tiles of
+/// dW (70 output channels × 72 taps), so slice and row tile share workgroup z.
+#[test]
+fn shared_split_backward_weight_matches_reference() {
+    let mut cases = shapes();
+    cases.push(conv([2, 8, 7, 6, 70, 3, 1], [1, 1, 1, 1]));
+    for splits in [1, 2, 3, 7, 64] {
+        let choose = |_: &Conv2d| Choice {
+            backward_weight: Variant::SharedSplit { splits },
+            ..all(Variant::Shared)
+        };
+        check_shapes("shared split", Run::With(&choose), &cases);
+    }
+}
+
+/// A pass-specific variant is refused by the other passes.
+#[test]
+#[should_panic(expected = "is a backward_weight variant")]
+fn shared_split_is_refused_by_forward() {
+    let gpu = gpu();
+    let s = conv([1, 3, 5, 7, 5, 3, 1], [1, 1, 1, 1]);
+    let x = gpu.tensor(&[1, 3, 5, 7], &random(105, 1));
+    let w = gpu.tensor(&[5, 3, 3, 3], &random(135, 2));
+    let y = gpu.tensor(&[1, 5, 5, 7], &random(175, 3));
+    let mut p = Plan::new(&gpu);
+    conv2d::forward_with(&mut p, Variant::SharedSplit { splits: 4 }, &s, &x, &w, None, &y);
 }
 
 /// What a CPU adapter and a discrete GPU would run, whatever adapter runs the tests.

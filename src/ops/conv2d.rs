@@ -11,6 +11,9 @@
 //!   reduction over the batch cut into `splits` partial sums, added up by a second small kernel.
 //! - `Shared`: every pass as a GEMM tiled through workgroup memory (64×64 tiles of the output,
 //!   cooperative loads, barriers, 4×4 register blocks), the textbook GPU form; see the shader.
+//! - `SharedSplit { splits }` (backward_weight only): `Shared` with split-K, its long reduction
+//!   over N·OH·OW cut into `splits` slices run by their own workgroups (the small dW alone gives a
+//!   GPU only a handful of tiles), partial tiles added up by the same second kernel as `Split`.
 //!
 //! The public [`forward`] / [`backward_input`] / [`backward_weight`] run the variants that
 //! [`Choice::for_adapter`] picks for the adapter and shape; `*_with` run a given variant.
@@ -124,6 +127,9 @@ const BW_CI: usize = 8;
 /// weight taps for backward_weight), as in the shader.
 const SH_BM: usize = 64;
 const SH_BN: usize = 64;
+/// Reduction indices per chunk of the `*_shared` kernels (`SH_BK`): a `SharedSplit` slice is a
+/// whole number of chunks.
+const SH_BK: usize = 16;
 /// Workgroup sizes (`WG`, `TILE_WG`, `BW_WG` in the shader).
 const WG: u32 = 64;
 const TILE_WG: u32 = 64;
@@ -183,6 +189,11 @@ pub enum Variant {
     /// 256 invocations computes a 64×64 tile of the output matrix, 4×4 per invocation, looping
     /// over the reduction in chunks of 16 that it loads cooperatively into workgroup memory.
     Shared,
+    /// backward_weight only: `Shared` with split-K, the reduction over N·OH·OW cut into `splits`
+    /// slices of whole chunks, one set of tile workgroups per slice writing partial tiles to a
+    /// scratch buffer, then one kernel adds them into dw (as `Split`). Any `splits` ≥ 1 is
+    /// correct; slices past the end of the reduction are empty.
+    SharedSplit { splits: usize },
 }
 
 /// The three passes of a convolution (each tuned on its own).
@@ -210,8 +221,9 @@ pub fn chosen(gpu: &Gpu, pass: Pass, s: &Conv2d) -> Variant {
 
 /// The variants the tuner times for `pass` of `s`: the channel tile the channel count fills and
 /// half of it (larger ones compute channels that are never stored), packed
-/// weights where they apply, batch splits of the weight gradient up to 8, and the heuristic's
-/// choice for a device of each type.
+/// weights where they apply, batch splits of the weight gradient up to 8, the workgroup-memory
+/// tiles (and for the weight gradient their split-K into 4, 16, 64 slices of at least one chunk),
+/// and the heuristic's choice for a device of each type.
 pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
     let channels = match pass {
         Pass::BackwardInput => s.c_in,
@@ -239,6 +251,12 @@ pub fn candidates(pass: Pass, s: &Conv2d) -> Vec<Variant> {
     }
     // The workgroup-memory kernels: the GPU textbook form (slow on CPU drivers, timed anyway).
     v.push(Variant::Shared);
+    if pass == Pass::BackwardWeight {
+        let reduction = s.n * s.out_h() * s.out_w();
+        for splits in [4, 16, 64].into_iter().filter(|&k| k * SH_BK <= reduction) {
+            v.push(Variant::SharedSplit { splits });
+        }
+    }
     for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
         let c = Choice::for_device(device, 8, s);
         let h = match pass {
@@ -453,7 +471,9 @@ pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor
                 shared_grid(s.c_out, s.n * s.out_h() * s.out_w()),
             );
         }
-        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+        Variant::Split { .. } | Variant::SharedSplit { .. } => {
+            panic!("conv2d: {v:?} is a backward_weight variant")
+        }
     }
     p.set_flops(s.flops());
 }
@@ -483,7 +503,9 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
             return;
         }
         Variant::Tiled { tile_c } | Variant::Packed { tile_c } => tile_c,
-        Variant::Split { .. } => panic!("conv2d: {v:?} is a backward_weight variant"),
+        Variant::Split { .. } | Variant::SharedSplit { .. } => {
+            panic!("conv2d: {v:?} is a backward_weight variant")
+        }
     };
     let k = s.k;
     if s.stride == 1 {
@@ -539,7 +561,8 @@ pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &T
 
 /// dw += ∂loss/∂w with variant `v` (not `Packed`): per weight element a reduction over N·OH·OW,
 /// blocked `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices;
-/// `Shared` tiles the (Cout) × (Cin·k·k) matrix dw.
+/// `Shared` tiles the (Cout) × (Cin·k·k) matrix dw; `SharedSplit` also cuts its reduction into
+/// slices (split-K).
 pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
     let (tile_c, splits) = match v {
@@ -555,6 +578,7 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
             p.set_flops(s.flops());
             return;
         }
+        Variant::SharedSplit { splits } => return backward_weight_shared_split(p, s, splits, x, dy, dw),
         Variant::Tiled { tile_c } => (tile_c, 1),
         Variant::Packed { .. } => panic!("conv2d: {v:?} is a forward/backward_input variant"),
         Variant::Split { tile_c, splits } => (tile_c, splits),
@@ -593,6 +617,38 @@ pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy
             grid_1d(dw.len(), WG),
         );
     }
+}
+
+/// dw += ∂loss/∂w as `Shared` with split-K: slice z of the reduction over N·OH·OW writes its
+/// partial tiles to `part` (`backward_weight_shared_split`, slices on workgroup z), then
+/// `backward_weight_reduce` adds Σ_slice part into dw.
+fn backward_weight_shared_split(p: &mut Plan, s: &Conv2d, splits: usize, x: &Tensor, dy: &Tensor, dw: &Tensor) {
+    assert!(splits >= 1, "conv2d: SharedSplit needs at least 1 slice");
+    let mut q = params(s);
+    q.splits = u(splits);
+    let [gx, gy, m_tiles] = shared_grid(s.c_out, s.c_in * s.k * s.k);
+    let z = m_tiles as usize * splits;
+    assert!(
+        z <= 65535,
+        "conv2d: {splits} slices × {m_tiles} channel tiles exceed 65535 workgroups"
+    );
+    let part = p.gpu.zeros(&[splits, dw.len()]);
+    let shader = shader!("conv2d");
+    p.kernel(
+        &shader,
+        "backward_weight_shared_split",
+        &q,
+        &[(1, x), (2, x), (5, dy), (9, &part)],
+        [gx, gy, u(z)],
+    );
+    p.set_flops(s.flops());
+    p.kernel(
+        &shader,
+        "backward_weight_reduce",
+        &q,
+        &[(7, dw), (9, &part)],
+        grid_1d(dw.len(), WG),
+    );
 }
 
 /// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]: the channel-bias gradient of [`crate::ops::linear`]
