@@ -76,13 +76,15 @@ fn timed_runs_compute_what_a_run_computes_and_time_each_kernel() {
         assert!(times.iter().all(|t| t.is_finite() && *t >= 0.0), "{timer:?}: {times:?}");
         // 8·64·64·9·1024·2 = 604 MFLOP against 288 FLOP: the time follows the work. A
         // submission's time includes its submission and wake-up (on an NVIDIA H200 0.24 ms for
-        // the tiny one, 0.51 ms for a 302 MFLOP one), a timestamp's only the GPU's work.
+        // the tiny one, 0.51 ms for a 302 MFLOP one), a timestamp's only the GPU's work. Each
+        // kernel's best of five runs: on a machine whose cores other processes hold, a single
+        // wake-up of lavapipe's threads was measured at 110 ms.
+        let best = |i: usize| (0..5).map(|_| p.time(timer)[i]).fold(times[i], f64::min);
+        let (t_big, t_small) = (best(big), best(small));
         let ratio = if timer == Timer::Timestamps { 10.0 } else { 2.0 };
         assert!(
-            times[big] > ratio * times[small],
-            "{timer:?}: the large convolution ({} s) vs the tiny one ({} s)",
-            times[big],
-            times[small]
+            t_big > ratio * t_small,
+            "{timer:?}: the large convolution ({t_big} s) vs the tiny one ({t_small} s)"
         );
     }
 }
