@@ -79,7 +79,8 @@ fn timed_runs_compute_what_a_run_computes_and_time_each_kernel() {
         // the tiny one, 0.51 ms for a 302 MFLOP one), a timestamp's only the GPU's work. Each
         // kernel's best of five runs: on a machine whose cores other processes hold, a single
         // wake-up of lavapipe's threads was measured at 110 ms.
-        let best = |i: usize| (0..5).map(|_| p.time(timer)[i]).fold(times[i], f64::min);
+        let runs: Vec<Vec<f64>> = (0..5).map(|_| p.time(timer)).collect();
+        let best = |i: usize| runs.iter().map(|r| r[i]).fold(times[i], f64::min);
         let (t_big, t_small) = (best(big), best(small));
         let ratio = if timer == Timer::Timestamps { 10.0 } else { 2.0 };
         assert!(
