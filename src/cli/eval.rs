@@ -18,6 +18,8 @@ use ddpm_gpu::viz::{self, PlotOptions, YScale};
 
 #[derive(Args)]
 pub struct EvalArgs {
+    #[command(flatten)]
+    tune: super::TuneFlag,
     /// A run folder of `ddpm-gpu train` or a diffusers DDPM / UNet2DModel folder.
     #[arg(long)]
     model: PathBuf,
@@ -150,6 +152,12 @@ pub fn run(opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
         .chunks(args.batch_size)
         .map(|c| c.to_vec())
         .collect();
+    super::enable_tuning(&gpu, args.tune.no_tune);
+    if let Some(first) = batches.first() {
+        super::ensure_tuned(&gpu, || {
+            EpsNet::new(&gpu, &cfg, &table, &weights, first.len()).map(drop)
+        })?;
+    }
     let evals_per_batch = middle.map_or(t_count, |k| k.min(t_count - 1) + 1);
     let mut progress = super::Progress::new(batches.len() * evals_per_batch, "network evaluations");
     let mut parts = Vec::new();

@@ -21,6 +21,8 @@ use ddpm_gpu::viz;
 
 #[derive(Args)]
 pub struct InterpolateArgs {
+    #[command(flatten)]
+    tune: super::TuneFlag,
     /// A run folder of `ddpm-gpu train` or a diffusers DDPM / UNet2DModel folder.
     #[arg(long)]
     model: PathBuf,
@@ -101,8 +103,15 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
     let weights = gpu.tensor(&[table.total], &flat);
-    let mut sampler = Sampler::new(&gpu, &cfg, &table, &weights, ls.len())
-        .with_context(|| format!("--lambdas {}: the strip is decoded in one pass", ls.len()))?;
+    super::enable_tuning(&gpu, args.tune.no_tune);
+    let build = || {
+        Sampler::new(&gpu, &cfg, &table, &weights, ls.len())
+            .with_context(|| format!("--lambdas {}: the strip is decoded in one pass", ls.len()))
+    };
+    let mut sampler = build()?;
+    if super::tune_missing_now(&gpu)? {
+        sampler = build()?;
+    }
     let o = SampleOptions {
         images: ls.len(),
         seed: args.seed,

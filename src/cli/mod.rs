@@ -107,6 +107,15 @@ mod signals {
     }
 }
 
+/// `--no-tune`, shared by the commands that run the network.
+#[derive(clap::Args, Debug)]
+pub struct TuneFlag {
+    /// Use the built-in kernel heuristics instead of the kernels measured fastest on this
+    /// adapter (see `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
+    #[arg(long)]
+    pub no_tune: bool,
+}
+
 /// Turn kernel tuning on for `gpu`, with the choices cached for its adapter loaded, unless
 /// `no_tune` (`--no-tune`) or `DDPM_GPU_TUNE=off` asks for the built-in heuristics.
 pub fn enable_tuning(gpu: &ddpm_gpu::gpu::Gpu, no_tune: bool) {

@@ -24,10 +24,8 @@ pub struct ProfileArgs {
     /// Timed runs; each dispatch reports its median.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Profile the built-in heuristics' kernels instead of those tuned for this adapter (see
-    /// `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
-    #[arg(long)]
-    no_tune: bool,
+    #[command(flatten)]
+    tune: super::TuneFlag,
     /// Rows of each table (the rest are summed into one line).
     #[arg(long, default_value_t = 25)]
     rows: usize,
@@ -45,7 +43,7 @@ pub fn run(opts: &GpuOptions, args: &ProfileArgs) -> Result<()> {
     let table = ParamTable::new(&model);
     let weights = table.init(0);
     let timer = Timer::for_gpu(&gpu);
-    super::enable_tuning(&gpu, args.no_tune);
+    super::enable_tuning(&gpu, args.tune.no_tune);
     let what = if args.sample { "sampling" } else { "training" };
     eprintln!("building a {what} step of {} at batch {batch}", args.model);
     let profile = if args.sample {

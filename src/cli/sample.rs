@@ -22,10 +22,8 @@ pub enum SamplerKind {
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// Use the built-in kernel heuristics instead of the kernels measured fastest on this
-    /// adapter (see `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
-    #[arg(long)]
-    no_tune: bool,
+    #[command(flatten)]
+    tune: super::TuneFlag,
     /// A run folder of `ddpm-gpu train`, a diffusers DDPM pipeline folder (with unet/ and
     /// scheduler/), or a UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors).
     #[arg(long)]
@@ -224,7 +222,7 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
     let labels = class_labels(args, &cfg)?;
     let gpu = Gpu::new(opts)?;
     eprintln!("adapter: {}", gpu.describe());
-    super::enable_tuning(&gpu, args.no_tune);
+    super::enable_tuning(&gpu, args.tune.no_tune);
     let weights = gpu.tensor(&[table.total], &flat);
     // Images [from, from + count) of the grid, in one pass.
     let build = |from: usize, count: usize| match &labels {

@@ -22,10 +22,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Use the built-in kernel heuristics instead of the kernels measured fastest on this
-    /// adapter (see `ddpm-gpu tune`; also DDPM_GPU_TUNE=off).
-    #[arg(long)]
-    no_tune: bool,
+    #[command(flatten)]
+    tune: super::TuneFlag,
     /// Model: a preset (mnist, mnist-large, ddpm-cifar10, tiny) or a diffusers config.json.
     #[arg(long, default_value = "mnist")]
     model: String,
@@ -355,7 +353,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         None
     };
     let weights = cfg.init.weights(&ddpm_gpu::model::ParamTable::new(&model), cfg.seed);
-    super::enable_tuning(&gpu, args.no_tune);
+    super::enable_tuning(&gpu, args.tune.no_tune);
     super::ensure_tuned(&gpu, || {
         super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights).map(drop)
     })?;
