@@ -129,10 +129,24 @@ impl Case {
     }
 
     /// The variants to time, as JSON (the form the choices are kept in).
+    ///
+    /// On CPU adapters the workgroup-memory kernels (conv2d `Shared`/`SharedSplit`, matmul
+    /// `Shared`) are left out: lavapipe emulates their barriers and ran them 1.7–9.8× slower than
+    /// the heuristic's variants on every `mnist` shape measured, and timing them took more than
+    /// half of the tuning time (32 s with them for `mnist` b32, against the 10–20 s aimed at).
     fn candidates(&self, gpu: &Gpu) -> Vec<String> {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         match self {
-            Case::Conv2d { pass, shape } => conv2d::candidates(*pass, shape).iter().map(json).collect(),
-            Case::Matmul { .. } => matmul::Variant::candidates(self.vec4_ok()).iter().map(json).collect(),
+            Case::Conv2d { pass, shape } => conv2d::candidates(*pass, shape)
+                .into_iter()
+                .filter(|v| !(cpu && matches!(v, conv2d::Variant::Shared | conv2d::Variant::SharedSplit { .. })))
+                .map(|v| json(&v))
+                .collect(),
+            Case::Matmul { .. } => matmul::Variant::candidates(self.vec4_ok())
+                .into_iter()
+                .filter(|v| !(cpu && *v == matmul::Variant::Shared))
+                .map(|v| json(&v))
+                .collect(),
             Case::GroupNorm { .. } => Mapping::candidates(gpu).iter().map(json).collect(),
             Case::BiasSum { .. } => [BiasSum::Serial, BiasSum::Workgroup].iter().map(json).collect(),
             Case::Concat { .. } => [concat::Mapping::Run, concat::Mapping::Flat].iter().map(json).collect(),
