@@ -20,7 +20,7 @@ use anyhow::Result;
 use crate::diffusion::ddim::{step_pairs, step_params, DdimOptions, Spacing};
 use crate::diffusion::schedule::{Schedule, VarianceType};
 use crate::diffusion::trainer::step_seed;
-use crate::gpu::{Gpu, Plan, Tensor};
+use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
 use crate::model::{ParamTable, UNet, UNetConfig};
 use crate::ops::ddim::{self, DdimParams};
 use crate::ops::p_sample::{self, PSampleParams};
@@ -97,10 +97,10 @@ pub fn ddim_chain(schedule: &Schedule, steps: usize, spacing: Spacing, opts: &Dd
 }
 
 /// A recorded step: U-Net forward → update kernel(s) → copy x_prev back into the network's input.
-struct Recorded {
+struct Recorded<U> {
     plan: Plan,
-    /// Index of the update kernel (p_sample or ddim) whose uniforms change per step.
-    kernel: usize,
+    /// The update kernel (p_sample or ddim) whose uniforms change per step.
+    kernel: KernelRef<U>,
 }
 
 /// A U-Net (inference only) and its recorded denoising steps.
@@ -115,10 +115,10 @@ pub struct Sampler {
     eps: Tensor,
     /// x_T ~ N(0, I) into `x`.
     init: Plan,
-    init_kernel: usize,
-    ddpm: Recorded,
-    ddpm_shared: Recorded,
-    ddim: Recorded,
+    init_kernel: KernelRef<PSampleParams>,
+    ddpm: Recorded<PSampleParams>,
+    ddpm_shared: Recorded<PSampleParams>,
+    ddim: Recorded<DdimParams>,
     /// x after the update, before it is copied into the input (owned here for the plans).
     _x_prev: Tensor,
     /// σ_t z of a shared-noise step, the same for every image (written by the CPU).
@@ -193,7 +193,7 @@ impl Sampler {
         let init_kernel = p_sample::noise(&mut init, &x, 0);
         // One plan per update kind, each: (x into both halves of the input) → forward → (mixed
         // ε) → update → x_prev into x.
-        let record = |update: &dyn Fn(&mut Plan) -> usize| {
+        let forward = || {
             let mut plan = Plan::new(gpu);
             if guided {
                 guidance::duplicate(&mut plan, &x, &net.input);
@@ -202,24 +202,32 @@ impl Sampler {
             if guided {
                 guidance::combine(&mut plan, net.output(), &eps, scale);
             }
-            let kernel = update(&mut plan);
-            elementwise::copy(&mut plan, &x_prev, &x);
-            Recorded { plan, kernel }
+            plan
         };
+        let copy_back = |plan: &mut Plan| elementwise::copy(plan, &x_prev, &x);
         let p_sample = |plan: &mut Plan| {
             let hp = PSampleParams::default();
             p_sample::forward(plan, &x, &eps, &x_prev, &x0_pred, &hp)
         };
-        let ddpm = record(&p_sample);
-        let ddpm_shared = record(&|plan: &mut Plan| {
-            let k = p_sample(plan);
-            elementwise::axpy(plan, 1.0, &shared_noise, &x_prev);
-            k
-        });
-        let ddim = record(&|plan: &mut Plan| {
-            let hp = DdimParams::default();
-            ddim::forward(plan, &x, &eps, &x_prev, &x0_pred, &hp)
-        });
+        let ddpm = {
+            let mut plan = forward();
+            let kernel = p_sample(&mut plan);
+            copy_back(&mut plan);
+            Recorded { plan, kernel }
+        };
+        let ddpm_shared = {
+            let mut plan = forward();
+            let kernel = p_sample(&mut plan);
+            elementwise::axpy(&mut plan, 1.0, &shared_noise, &x_prev);
+            copy_back(&mut plan);
+            Recorded { plan, kernel }
+        };
+        let ddim = {
+            let mut plan = forward();
+            let kernel = ddim::forward(&mut plan, &x, &eps, &x_prev, &x0_pred, &DdimParams::default());
+            copy_back(&mut plan);
+            Recorded { plan, kernel }
+        };
         Ok(Sampler {
             gpu: gpu.clone(),
             net,
@@ -288,10 +296,10 @@ impl Sampler {
         for (i, step) in chain.iter().enumerate() {
             self.gpu
                 .write(&self.net.timesteps, &vec![step.t as f32; self.net.batch]);
-            let rec = match step.update {
+            let plan = match step.update {
                 Update::Ddpm(hp) => {
                     p_sample::set_params(&self.ddpm.plan, self.ddpm.kernel, n, &hp);
-                    &self.ddpm
+                    &self.ddpm.plan
                 }
                 Update::DdpmSharedNoise(hp) => {
                     let z = rng::normals(hp.seed, image_len);
@@ -299,14 +307,14 @@ impl Sampler {
                     self.gpu.write(&self.shared_noise, &noise.repeat(self.images));
                     let mean_only = PSampleParams { sigma: 0.0, ..hp };
                     p_sample::set_params(&self.ddpm_shared.plan, self.ddpm_shared.kernel, n, &mean_only);
-                    &self.ddpm_shared
+                    &self.ddpm_shared.plan
                 }
                 Update::Ddim(hp) => {
                     ddim::set_params(&self.ddim.plan, self.ddim.kernel, n, &hp);
-                    &self.ddim
+                    &self.ddim.plan
                 }
             };
-            rec.plan.run();
+            plan.run();
             after(i, self);
             if stop.load(Ordering::SeqCst) {
                 return None;

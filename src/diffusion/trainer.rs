@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::diffusion::schedule::{Schedule, SchedulerConfig};
-use crate::gpu::{Gpu, Plan, Tensor};
+use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
 use crate::model::{ParamTable, UNet, UNetConfig};
 use crate::ops::adam::{self, AdamParams};
+use crate::ops::dropout::DropoutParams;
 use crate::ops::ema::EmaParams;
 use crate::ops::q_sample::{self, QSample};
 use crate::ops::{dropout, elementwise, ema, loss, reduce};
@@ -265,8 +266,8 @@ pub struct Trainer {
     /// The dataset's labels, for a class-conditional model.
     labels: Option<Vec<u8>>,
     micro_batches: Vec<MicroBatch>,
-    adam_kernels: Vec<(usize, usize)>, // (kernel index, chunk length)
-    ema_kernels: Vec<(usize, usize)>,  // (kernel index, chunk length)
+    adam_kernels: Vec<(KernelRef<AdamParams>, usize)>, // (kernel, chunk length)
+    ema_kernels: Vec<(KernelRef<EmaParams>, usize)>,   // (kernel, chunk length)
 }
 
 /// The per-micro-batch inputs and the kernels whose seeds change every step.
@@ -278,9 +279,9 @@ struct MicroBatch {
     labels: Option<Tensor>,
     /// Its loss (one value; views of one buffer 64 elements apart, so each is aligned).
     loss: Tensor,
-    q: (QSample, usize),
-    dropout_fwd: Vec<(usize, usize)>,
-    dropout_bwd: Vec<(usize, usize)>,
+    q: (QSample, KernelRef<q_sample::Params>),
+    dropout_fwd: Vec<(KernelRef<DropoutParams>, usize)>,
+    dropout_bwd: Vec<(KernelRef<DropoutParams>, usize)>,
 }
 
 impl Trainer {

@@ -29,6 +29,27 @@ pub fn grid_1d(n: usize, size: u32) -> [u32; 3] {
     }
 }
 
+/// A recorded kernel whose uniform parameters, of type `U`, may be rewritten between runs with
+/// [`Plan::set_params`]: the type keeps one kernel's parameters from being written into another's.
+pub struct KernelRef<U> {
+    index: usize,
+    _params: std::marker::PhantomData<fn(U)>,
+}
+
+impl<U> Clone for KernelRef<U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<U> Copy for KernelRef<U> {}
+
+impl<U> std::fmt::Debug for KernelRef<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KernelRef({})", self.index)
+    }
+}
+
 /// One dispatch, ready to record.
 pub struct Kernel {
     /// `shader::entry`.
@@ -127,7 +148,7 @@ impl Plan {
 
     /// Append a dispatch of `entry` in `shader`. Binding 0 of group 0 is the uniform `params`
     /// (every entry point must use it); `tensors` gives the storage bindings by number, exactly
-    /// those the entry point uses. Returns the kernel's index in the plan.
+    /// those the entry point uses. Returns a handle for rewriting `params` later.
     pub fn kernel<U: Pod>(
         &mut self,
         shader: &Shader,
@@ -135,7 +156,7 @@ impl Plan {
         params: &U,
         tensors: &[(u32, &Tensor)],
         workgroups: [u32; 3],
-    ) -> usize {
+    ) -> KernelRef<U> {
         let gpu = &self.gpu;
         let pipeline = gpu.pipeline(shader, entry);
         // Uniform blocks are sized in 16-byte steps.
@@ -172,7 +193,10 @@ impl Plan {
             workgroups,
         });
         self.steps.push(Step::Kernel(self.kernels.len() - 1));
-        self.kernels.len() - 1
+        KernelRef {
+            index: self.kernels.len() - 1,
+            _params: std::marker::PhantomData,
+        }
     }
 
     /// Append the zeroing of every element of `t` (its view, not the whole buffer).
@@ -187,11 +211,11 @@ impl Plan {
         });
     }
 
-    /// Rewrite the uniform parameters of kernel `index` (takes effect at the next `run`).
-    pub fn set_params<U: Pod>(&self, index: usize, params: &U) {
+    /// Rewrite the uniform parameters of kernel `k` of this plan (takes effect at the next `run`).
+    pub fn set_params<U: Pod>(&self, k: KernelRef<U>, params: &U) {
         let mut bytes = bytemuck::bytes_of(params).to_vec();
         bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
-        self.gpu.queue.write_buffer(&self.kernels[index].params, 0, &bytes);
+        self.gpu.queue.write_buffer(&self.kernels[k.index].params, 0, &bytes);
     }
 
     /// Append all steps of another plan (its kernels keep their order, after this plan's).

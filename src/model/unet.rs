@@ -10,9 +10,10 @@ use anyhow::{bail, Result};
 
 use super::config::{BlockKind, UNetConfig};
 use super::params::ParamTable;
-use crate::gpu::{Gpu, Plan, Tensor};
+use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
 use crate::ops::attention::{Attention, AttentionBuffers, AttentionWeights};
 use crate::ops::conv2d::Conv2d;
+use crate::ops::dropout::DropoutParams;
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::{
     attention, class_embedding, concat, conv2d, dropout, elementwise, group_norm, linear, silu, timestep_embedding,
@@ -611,12 +612,12 @@ struct Upsampler {
     out: Act,
 }
 
-/// (kernel index, element count) of the dropout layers in the plans, so that their seeds can
+/// (kernel, element count) of the dropout layers in the plans, so that their seeds can
 /// change every step. The backward meets the layers in reverse order.
 #[derive(Default, Debug, Clone)]
 pub struct Seeds {
-    pub forward: Vec<(usize, usize)>,
-    pub backward: Vec<(usize, usize)>,
+    pub forward: Vec<(KernelRef<DropoutParams>, usize)>,
+    pub backward: Vec<(KernelRef<DropoutParams>, usize)>,
 }
 
 /// The U-Net for a fixed batch size, with every activation allocated.

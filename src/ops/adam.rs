@@ -13,7 +13,7 @@
 //! ```
 //! `m` and `v` start at zero; `grads` is read, never modified (clipping scales on the fly).
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::ops::reduce;
 use crate::shader;
 
@@ -88,7 +88,7 @@ impl AdamParams {
 
 /// Record one Adam/AdamW update of `params` from `grads`, clipped by the global norm whose square
 /// is `sumsq[0]`; `m`, `v` are the moment buffers (zero at the start). All four buffers have
-/// `hp.n` elements. Returns the kernel's index in the plan, for `p.set_params(idx, &new_hp)`.
+/// `hp.n` elements. Returns the kernel, for `p.set_params(k, &new_hp)`.
 pub fn step(
     p: &mut Plan,
     params: &Tensor,
@@ -97,7 +97,7 @@ pub fn step(
     v: &Tensor,
     sumsq: &Tensor,
     hp: &AdamParams,
-) -> usize {
+) -> KernelRef<AdamParams> {
     let n = params.len();
     assert!(
         hp.n as usize == n && grads.len() == n && m.len() == n && v.len() == n,

@@ -5,7 +5,7 @@
 //! Record once per sampling loop with `let k = ops::ddim::forward(p, ..)` and rewrite the step's
 //! coefficients and seed before each run with [`set_params`].
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::ops::reduce;
 use crate::shader;
 
@@ -52,7 +52,7 @@ impl DdimParams {
 /// One DDIM step: x_prev = √ᾱ_prev x̂0 + √(1 − ᾱ_prev − σ²) ε + σ z and x0_pred = x̂0, with
 /// x̂0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (clamped when `hp.clip`) and z ~ N(0, I) drawn in the kernel
 /// from (hp.seed, element) when σ > 0. `x_t`, `eps_pred`, `x_prev`, `x0_pred`: (B, C, H, W);
-/// `x_prev` must be another buffer than `x_t` (ping-pong between two). Returns the kernel index
+/// `x_prev` must be another buffer than `x_t` (ping-pong between two). Returns the kernel
 /// (see [`set_params`]).
 pub fn forward(
     p: &mut Plan,
@@ -61,7 +61,7 @@ pub fn forward(
     x_prev: &Tensor,
     x0_pred: &Tensor,
     hp: &DdimParams,
-) -> usize {
+) -> KernelRef<DdimParams> {
     let n = x_t.len();
     assert!(
         eps_pred.len() == n && x_prev.len() == n && x0_pred.len() == n,
@@ -79,6 +79,6 @@ pub fn forward(
 
 /// Rewrite the step of the DDIM kernel `kernel` recorded by [`forward`] on tensors of `n`
 /// elements (the next step's coefficients and a new seed).
-pub fn set_params(p: &Plan, kernel: usize, n: usize, hp: &DdimParams) {
+pub fn set_params(p: &Plan, kernel: KernelRef<DdimParams>, n: usize, hp: &DdimParams) {
     p.set_params(kernel, &DdimParams { n: n as u32, ..*hp });
 }

@@ -2,7 +2,7 @@
 //! The mask is regenerated from (seed, element) in the backward, so nothing is stored; forward
 //! and backward of one step must use the same seed (change it per step with [`set_seed`]).
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::shader;
 
 /// Uniforms of the dropout kernels, mirroring the WGSL `Params`.
@@ -30,8 +30,8 @@ impl DropoutParams {
 }
 
 /// y = x · mask / (1 − prob), mask_i = [rng_uniform(seed, i) > prob] ~ Bernoulli(1 − prob).
-/// Returns the kernel index.
-pub fn forward(p: &mut Plan, prob: f32, x: &Tensor, y: &Tensor, seed: u32) -> usize {
+/// Returns the kernel.
+pub fn forward(p: &mut Plan, prob: f32, x: &Tensor, y: &Tensor, seed: u32) -> KernelRef<DropoutParams> {
     assert_eq!(x.len(), y.len(), "dropout: x and y differ in length");
     p.kernel(
         &shader!("dropout"),
@@ -42,9 +42,8 @@ pub fn forward(p: &mut Plan, prob: f32, x: &Tensor, y: &Tensor, seed: u32) -> us
     )
 }
 
-/// dx += dy · mask / (1 − prob), the mask of [`forward`] with the same seed. Returns the kernel
-/// index.
-pub fn backward(p: &mut Plan, prob: f32, dy: &Tensor, dx: &Tensor, seed: u32) -> usize {
+/// dx += dy · mask / (1 − prob), the mask of [`forward`] with the same seed. Returns the kernel.
+pub fn backward(p: &mut Plan, prob: f32, dy: &Tensor, dx: &Tensor, seed: u32) -> KernelRef<DropoutParams> {
     assert_eq!(dy.len(), dx.len(), "dropout backward: dy and dx differ in length");
     p.kernel(
         &shader!("dropout"),
@@ -56,12 +55,12 @@ pub fn backward(p: &mut Plan, prob: f32, dy: &Tensor, dx: &Tensor, seed: u32) ->
 }
 
 /// Rewrite the seed of a dropout kernel (forward or backward) recorded on `n` elements.
-pub fn set_seed(p: &Plan, kernel: usize, n: usize, prob: f32, seed: u32) {
+pub fn set_seed(p: &Plan, kernel: KernelRef<DropoutParams>, n: usize, prob: f32, seed: u32) {
     p.set_params(kernel, &DropoutParams::new(n, prob, seed));
 }
 
 /// y_i = rng_uniform(seed, i): the uniforms the mask is drawn from (to test the RNG).
-pub fn uniforms(p: &mut Plan, y: &Tensor, seed: u32) -> usize {
+pub fn uniforms(p: &mut Plan, y: &Tensor, seed: u32) -> KernelRef<DropoutParams> {
     p.kernel(
         &shader!("dropout"),
         "fill_uniform",

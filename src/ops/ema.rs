@@ -5,7 +5,7 @@
 //! later (e.g. a warm-up of the decay), rewrite the uniform before running the plan:
 //! `plan.set_params(idx, &EmaParams::new(ema.len(), new_decay))`.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::ops::reduce;
 use crate::shader;
 
@@ -26,9 +26,9 @@ impl EmaParams {
     }
 }
 
-/// ema = decay · ema + (1 − decay) · params over one flat buffer (in place). Returns the kernel's
-/// index in the plan, for `p.set_params(idx, &EmaParams::new(n, decay))`.
-pub fn update(p: &mut Plan, ema: &Tensor, params: &Tensor, decay: f32) -> usize {
+/// ema = decay · ema + (1 − decay) · params over one flat buffer (in place). Returns the kernel,
+/// for `p.set_params(k, &EmaParams::new(n, decay))`.
+pub fn update(p: &mut Plan, ema: &Tensor, params: &Tensor, decay: f32) -> KernelRef<EmaParams> {
     let n = ema.len();
     assert_eq!(params.len(), n, "ema: ema and params differ in length");
     reduce::check_bindable(p, "ema", n);

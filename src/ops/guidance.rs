@@ -1,6 +1,6 @@
 //! Classifier-free guidance: `shaders/guidance.wgsl`, reference in `src/reference/guidance.rs`.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::shader;
 
 /// Mirrors `Params` in the shader.
@@ -29,9 +29,9 @@ pub fn duplicate(p: &mut Plan, x: &Tensor, y: &Tensor) {
     );
 }
 
-/// eps (L) = u + scale · (c − u) with c = eps2[0..L], u = eps2[L..2L]. Returns the kernel's
-/// index, whose scale [`set_scale`] changes.
-pub fn combine(p: &mut Plan, eps2: &Tensor, eps: &Tensor, scale: f32) -> usize {
+/// eps (L) = u + scale · (c − u) with c = eps2[0..L], u = eps2[L..2L]. Returns the kernel,
+/// whose scale [`set_scale`] changes.
+pub fn combine(p: &mut Plan, eps2: &Tensor, eps: &Tensor, scale: f32) -> KernelRef<GuidanceParams> {
     assert_eq!(eps2.len(), 2 * eps.len(), "guidance: eps2 must hold two halves of eps");
     let q = GuidanceParams {
         len: eps.len() as u32,
@@ -47,6 +47,6 @@ pub fn combine(p: &mut Plan, eps2: &Tensor, eps: &Tensor, scale: f32) -> usize {
 }
 
 /// Set the guidance scale of the `combine` kernel `kernel` over `len` elements.
-pub fn set_scale(p: &Plan, kernel: usize, len: usize, scale: f32) {
+pub fn set_scale(p: &Plan, kernel: KernelRef<GuidanceParams>, len: usize, scale: f32) {
     p.set_params(kernel, &GuidanceParams { len: len as u32, scale });
 }

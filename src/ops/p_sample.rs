@@ -1,7 +1,7 @@
 //! p_sample, one ancestral sampling step x_t → x_{t−1}, and the initial noise x_T:
 //! `shaders/p_sample.wgsl`, reference in `src/reference/p_sample.rs`.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::shader;
 
 /// Uniforms of one p_sample step, mirroring the WGSL `Params`. Build with
@@ -38,7 +38,7 @@ impl PSampleParams {
 
 /// x_prev = μ̃(x̂0(x_t, ε_θ), x_t) + σ_t z and x0_pred = x̂0, z ~ N(0, I) drawn from (hp.seed,
 /// element). `x_t`, `eps_pred`, `x_prev`, `x0_pred`: (B, C, H, W); `x_prev` must be another buffer
-/// than `x_t` (ping-pong between two). Returns the kernel index (see [`set_params`]).
+/// than `x_t` (ping-pong between two). Returns the kernel (see [`set_params`]).
 pub fn forward(
     p: &mut Plan,
     x_t: &Tensor,
@@ -46,7 +46,7 @@ pub fn forward(
     x_prev: &Tensor,
     x0_pred: &Tensor,
     hp: &PSampleParams,
-) -> usize {
+) -> KernelRef<PSampleParams> {
     let n = x_t.len();
     assert!(
         eps_pred.len() == n && x_prev.len() == n && x0_pred.len() == n,
@@ -63,13 +63,13 @@ pub fn forward(
 
 /// Rewrite the step of the p_sample kernel `kernel` recorded by [`forward`] on tensors of `n`
 /// elements (next timestep's coefficients and a new seed).
-pub fn set_params(p: &Plan, kernel: usize, n: usize, hp: &PSampleParams) {
+pub fn set_params(p: &Plan, kernel: KernelRef<PSampleParams>, n: usize, hp: &PSampleParams) {
     p.set_params(kernel, &PSampleParams { n: n as u32, ..*hp });
 }
 
-/// x = z ~ N(0, I) from (seed, element): the start x_T of sampling. Returns the kernel index
+/// x = z ~ N(0, I) from (seed, element): the start x_T of sampling. Returns the kernel
 /// (rewrite the seed with [`set_noise_seed`]).
-pub fn noise(p: &mut Plan, x: &Tensor, seed: u32) -> usize {
+pub fn noise(p: &mut Plan, x: &Tensor, seed: u32) -> KernelRef<PSampleParams> {
     let n = x.len();
     p.kernel(
         &shader!("p_sample"),
@@ -85,7 +85,7 @@ pub fn noise(p: &mut Plan, x: &Tensor, seed: u32) -> usize {
 }
 
 /// Rewrite the seed of the `noise` kernel `kernel` recorded on a tensor of `n` elements.
-pub fn set_noise_seed(p: &Plan, kernel: usize, n: usize, seed: u32) {
+pub fn set_noise_seed(p: &Plan, kernel: KernelRef<PSampleParams>, n: usize, seed: u32) {
     p.set_params(
         kernel,
         &PSampleParams {

@@ -1,7 +1,7 @@
 //! q_sample, the forward (noising) process of a training step fused with the batch gather:
 //! `shaders/q_sample.wgsl`, reference in `src/reference/q_sample.rs`.
 
-use crate::gpu::{grid_1d, Plan, Tensor};
+use crate::gpu::{grid_1d, KernelRef, Plan, Tensor};
 use crate::shader;
 
 /// Shape of one q_sample: `batch` images of (`channels`, `h`, `w`), random horizontal flips when
@@ -31,7 +31,8 @@ impl QSample {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+/// The q_sample kernel's uniforms (see [`set_seed`]).
+pub struct Params {
     n: u32,
     chw: u32,
     w: u32,
@@ -54,7 +55,7 @@ fn params(s: &QSample, seed: u32) -> Params {
 /// x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε and eps = ε for each image b, with x0 = data[index[b]]
 /// (mirrored along W when `s.flip` and the coin of (seed, b) says so) and ε ~ N(0, I) drawn from
 /// (seed, element). `data` (N_data, C, H, W); `index`, `t` (B) as f32 integers; `table` (T, 2)
-/// from `Schedule::q_sample_table`; `x_t`, `eps` (B, C, H, W), written. Returns the kernel index
+/// from `Schedule::q_sample_table`; `x_t`, `eps` (B, C, H, W), written. Returns the kernel
 /// (see [`set_seed`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -67,7 +68,7 @@ pub fn forward(
     x_t: &Tensor,
     eps: &Tensor,
     seed: u32,
-) -> usize {
+) -> KernelRef<Params> {
     let chw = s.channels * s.h * s.w;
     assert!(
         chw > 0 && data.len() >= chw && data.len().is_multiple_of(chw),
@@ -100,6 +101,6 @@ pub fn forward(
 
 /// Rewrite the seed of the q_sample kernel `kernel` (recorded by [`forward`] with the same `s`)
 /// for the next run of the plan.
-pub fn set_seed(p: &Plan, kernel: usize, s: &QSample, seed: u32) {
+pub fn set_seed(p: &Plan, kernel: KernelRef<Params>, s: &QSample, seed: u32) {
     p.set_params(kernel, &params(s, seed));
 }
