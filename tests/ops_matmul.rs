@@ -241,6 +241,40 @@ fn linear_forward_and_backward_match_reference() {
     }
 }
 
+/// Both ways of summing a bias gradient (`BiasSum`), on the layouts it serves: a linear layer
+/// (inner 1, rows below and above the workgroup's 64), attention's (outer, channels, tokens), and
+/// awkward sizes; accumulating into a prefilled db.
+#[test]
+fn bias_gradient_mappings_match_reference() {
+    use ops::linear::BiasSum;
+    let gpu = gpu();
+    for (outer, channels, inner) in [(5, 13, 1), (130, 7, 1), (1, 1, 1), (3, 9, 49), (2, 5, 131), (4, 64, 16)] {
+        let dy = random(outer * channels * inner, 7);
+        let db0 = random(channels, 8);
+        let want: Vec<f64> = (0..channels)
+            .map(|c| {
+                let sum: f64 = (0..outer)
+                    .flat_map(|o| (0..inner).map(move |i| (o * channels + c) * inner + i))
+                    .map(|j| dy[j] as f64)
+                    .sum();
+                sum + db0[c] as f64
+            })
+            .collect();
+        for m in [BiasSum::Serial, BiasSum::Workgroup] {
+            let (tdy, tdb) = (gpu.tensor(&[dy.len()], &dy), gpu.tensor(&[channels], &db0));
+            let mut p = Plan::new(&gpu);
+            ops::linear::bias_backward_with(&mut p, m, outer, channels, inner, &tdy, &tdb);
+            p.run();
+            assert_close(
+                &format!("{m:?} db ({outer}, {channels}, {inner})"),
+                &gpu.read(&tdb),
+                &want,
+                TOL,
+            );
+        }
+    }
+}
+
 #[test]
 fn linear_reference_backward_matches_finite_differences() {
     let (rows, in_f, out_f) = (3, 5, 4);

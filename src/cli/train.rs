@@ -354,6 +354,8 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     };
     let weights = cfg.init.weights(&ddpm_gpu::model::ParamTable::new(&model), cfg.seed);
     super::enable_tuning(&gpu, args.tune.no_tune);
+    // The step's cases are found by recording it on synthetic data (one extra build at start):
+    // the real data set moves into the trainer, which could then not be rebuilt after tuning.
     super::ensure_tuned(&gpu, || {
         super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights).map(drop)
     })?;
@@ -625,13 +627,17 @@ fn sample_grid(
         }
         _ => Sampler::new(gpu, m, &trainer.table, &trainer.ema, n),
     };
-    super::ensure_tuned(gpu, || build().map(drop))?;
+
     // A class-conditional grid has a column per class.
     let cols = match m.null_class() {
         Some(classes) if classes > 0 => n.min(classes),
         _ => (n as f64).sqrt().ceil() as usize,
     };
     let mut sampler = build()?;
+    // Cases the cache lacks (the first grid at this size): tune them, then record again.
+    if super::tune_missing_now(gpu)? {
+        sampler = build()?;
+    }
     let schedule = ddpm_gpu::diffusion::schedule::Schedule::new(sched);
     let seed = trainer.cfg.seed;
     let chain = match trainer.cfg.sample_steps {
