@@ -40,12 +40,9 @@ fn backward_with_dropout_matches_a_directional_finite_difference() {
         loss::mse_forward_backward(&mut p, net.output(), &target, &loss_t, net.d_output());
         let bwd = net.backward(&mut p);
         // The same mask in every run: layer i's forward and backward kernels share seed 1000 + i.
-        assert_eq!(fwd.forward.len(), bwd.backward.len());
-        for (i, &(k, len)) in fwd.forward.iter().enumerate() {
-            dropout::set_seed(&p, k, len, prob, 1000 + i as u32);
-        }
-        for (i, &(k, len)) in bwd.backward.iter().rev().enumerate() {
-            dropout::set_seed(&p, k, len, prob, 1000 + i as u32);
+        assert_eq!(fwd.len(), bwd.len());
+        for d in fwd.iter().chain(&bwd) {
+            dropout::set_seed(&p, d.kernel, d.len, prob, 1000 + d.layer as u32);
         }
         let loss_at = |w: &[f32]| {
             gpu.write(&params, w);

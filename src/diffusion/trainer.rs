@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::diffusion::schedule::{Schedule, SchedulerConfig};
 use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
-use crate::model::{ParamTable, UNet, UNetConfig};
+use crate::model::{DropoutKernel, ParamTable, UNet, UNetConfig};
 use crate::ops::adam::{self, AdamParams};
-use crate::ops::dropout::DropoutParams;
 use crate::ops::ema::EmaParams;
 use crate::ops::q_sample::{self, QSample};
 use crate::ops::{dropout, elementwise, ema, loss, reduce};
@@ -279,9 +278,11 @@ struct MicroBatch {
     labels: Option<Tensor>,
     /// Its loss (one value; views of one buffer 64 elements apart, so each is aligned).
     loss: Tensor,
-    q: (QSample, KernelRef<q_sample::Params>),
-    dropout_fwd: Vec<(KernelRef<DropoutParams>, usize)>,
-    dropout_bwd: Vec<(KernelRef<DropoutParams>, usize)>,
+    /// Its noising (x₀ gathered, ε drawn) and that kernel, whose seed changes every step.
+    q: QSample,
+    q_kernel: KernelRef<q_sample::Params>,
+    /// The dropout kernels of its forward and backward.
+    dropout: Vec<DropoutKernel>,
 }
 
 impl Trainer {
@@ -422,7 +423,7 @@ impl Trainer {
                 }
                 qk
             });
-            let seeds_f = net.forward(&mut plan);
+            let mut dropout = net.forward(&mut plan);
             net.zero_grads(&mut plan);
             // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/k of the batch's.
             plan.within("loss", |plan| {
@@ -431,15 +432,15 @@ impl Trainer {
                     elementwise::scale(plan, 1.0 / k as f32, net.d_output(), net.d_output());
                 }
             });
-            let seeds_b = net.backward(&mut plan);
+            dropout.extend(net.backward(&mut plan));
             micro_batches.push(MicroBatch {
                 index,
                 t,
                 labels: micro_labels,
                 loss,
-                q: (qs, qk),
-                dropout_fwd: seeds_f.forward,
-                dropout_bwd: seeds_b.backward,
+                q: qs,
+                q_kernel: qk,
+                dropout,
             });
         }
         // Global gradient norm² = Σ over chunks of each chunk's Σ g², then Adam and the EMA.
@@ -571,14 +572,12 @@ impl Trainer {
             }
             self.gpu.write(&micro.index, &index);
             // Every micro-batch draws from the step's one noise stream (QSample::first).
-            q_sample::set_seed(&self.plan, micro.q.1, &micro.q.0, step_seed(seed, step, 1));
+            q_sample::set_seed(&self.plan, micro.q_kernel, &micro.q, step_seed(seed, step, 1));
             let stream = (c as u64) << 16;
-            for (i, &(k, n)) in micro.dropout_fwd.iter().enumerate() {
-                dropout::set_seed(&self.plan, k, n, drop, step_seed(seed, step, 100 + i as u64 + stream));
-            }
-            // The backward meets the dropout layers in reverse order.
-            for (i, &(k, n)) in micro.dropout_bwd.iter().rev().enumerate() {
-                dropout::set_seed(&self.plan, k, n, drop, step_seed(seed, step, 100 + i as u64 + stream));
+            // A dropout layer's forward and backward kernels share its seed (the same mask).
+            for d in &micro.dropout {
+                let layer_seed = step_seed(seed, step, 100 + d.layer as u64 + stream);
+                dropout::set_seed(&self.plan, d.kernel, d.len, drop, layer_seed);
             }
         }
         for &(k, len) in &self.adam_kernels {

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 pub use config::UNetConfig;
 pub use params::ParamTable;
-pub use unet::UNet;
+pub use unet::{DropoutKernel, UNet};
 
 /// A model folder as diffusers writes it: `config.json` + `diffusion_pytorch_model.safetensors`.
 /// Returns the config, its parameter table and the weights laid out flat.

@@ -1,6 +1,11 @@
-//! The U-Net of DDPM in diffusers' `UNet2DModel` structure, instantiated for one batch size:
-//! every activation the backward needs is allocated once, the forward records its kernels into a
-//! plan, and the backward is written out layer by layer in reverse, a mirror of the forward.
+//! The U-Net of DDPM in diffusers' `UNet2DModel` structure, instantiated for one batch size.
+//!
+//! [`UNet::new`] is the one description of the network: it walks the configuration once,
+//! allocating every activation where it is made and appending each layer (its kind, its
+//! parameters, the activations it reads and writes) to a list. [`UNet::forward`] records that list
+//! in order and [`UNet::backward`] the same list in reverse, each layer's backward mirroring its
+//! forward: no second walk of the topology. Skip connections are the down path's outputs, pushed
+//! on a stack as they are made and popped by the up path's concatenations.
 //!
 //! Gradient convention (see `src/gpu/mod.rs`): every backward kernel accumulates, so all activation
 //! gradients are zeroed by [`UNet::zero_grads`] before the loss writes `d_output`, and parameter
@@ -20,10 +25,25 @@ use crate::ops::{
     upsample,
 };
 
-/// An activation and its gradient (the gradient is a shared 1-element dummy when not training).
+/// An activation and its gradient. The gradient is absent where none flows: the network's inputs
+/// (images, the timestep projection) and every activation of a network built without gradients.
+#[derive(Clone)]
 struct Act {
     v: Tensor,
-    g: Tensor,
+    g: Option<Tensor>,
+}
+
+impl Act {
+    fn input(v: &Tensor) -> Act {
+        Act { v: v.clone(), g: None }
+    }
+
+    /// The gradient, for layers that only exist inside a trained network.
+    fn g(&self) -> &Tensor {
+        self.g
+            .as_ref()
+            .expect("the backward of an activation without a gradient")
+    }
 }
 
 /// A parameter view and its gradient view in the flat buffers.
@@ -32,29 +52,51 @@ struct Param {
     g: Tensor,
 }
 
-/// Allocation context while building the network.
+/// A dropout kernel recorded in a plan. Its seed must change every step: `layer` numbers the
+/// network's dropout layers in forward order, and a layer's forward and backward kernels take the
+/// same seed (the backward redraws the forward's mask).
+#[derive(Clone, Copy, Debug)]
+pub struct DropoutKernel {
+    pub layer: usize,
+    pub kernel: KernelRef<DropoutParams>,
+    /// Elements the kernel covers.
+    pub len: usize,
+}
+
+/// Allocation context while building the network: the layer list grows as the configuration is
+/// walked.
 struct Builder<'a> {
     gpu: &'a Gpu,
     cfg: &'a UNetConfig,
     table: &'a ParamTable,
     params: &'a Tensor,
-    grads: Option<&'a Tensor>,
+    param_grads: Option<&'a Tensor>,
+    /// Stands in for parameter gradients in a network built without them.
     dummy: Tensor,
     max_binding: usize,
     /// Bytes of activations (and their gradients) allocated, and of the largest one.
     bytes: usize,
     largest: usize,
     flops: f64,
+    layers: Vec<Layer>,
+    /// Every activation gradient allocated, for [`UNet::zero_grads`].
+    act_grads: Vec<Tensor>,
+    /// Dropout layers so far (their numbers, see [`DropoutKernel`]).
+    dropouts: usize,
 }
 
 impl Builder<'_> {
+    fn training(&self) -> bool {
+        self.param_grads.is_some()
+    }
+
     fn param(&self, name: &str) -> Param {
         let e = self
             .table
             .get(name)
             .unwrap_or_else(|| panic!("parameter table lacks {name}"));
         let w = self.params.view(e.offset, &e.shape);
-        let g = match self.grads {
+        let g = match self.param_grads {
             Some(g) => g.view(e.offset, &e.shape),
             None => self.dummy.clone(),
         };
@@ -77,10 +119,12 @@ impl Builder<'_> {
 
     fn act(&mut self, shape: &[usize]) -> Result<Act> {
         let v = self.tensor(shape)?;
-        let g = if self.grads.is_some() {
-            self.tensor(shape)?
+        let g = if self.training() {
+            let g = self.tensor(shape)?;
+            self.act_grads.push(g.clone());
+            Some(g)
         } else {
-            self.dummy.clone()
+            None
         };
         Ok(Act { v, g })
     }
@@ -95,7 +139,14 @@ impl Builder<'_> {
         }
     }
 
-    fn norm(&mut self, name: &str, s: GroupNorm) -> Result<Norm> {
+    fn norm(&mut self, name: &str, n: usize, c: usize, hw: usize) -> Result<Norm> {
+        let s = GroupNorm {
+            n,
+            c,
+            hw,
+            groups: self.cfg.norm_num_groups,
+            eps: self.cfg.norm_eps,
+        };
         Ok(Norm {
             name: name.to_string(),
             s,
@@ -117,8 +168,105 @@ impl Builder<'_> {
             b: self.param(&format!("{name}.bias")),
         }
     }
+
+    // ---- layers: each allocates its output, appends itself to the list and returns the output.
+
+    fn push(&mut self, layer: Layer) -> Act {
+        let out = layer.output().clone();
+        self.layers.push(layer);
+        out
+    }
+
+    fn conv_layer(&mut self, name: &str, s: Conv2d, x: &Act) -> Result<Act> {
+        let conv = self.conv(name, s);
+        let y = self.act(&[s.n, s.c_out, s.out_h(), s.out_w()])?;
+        Ok(self.push(Layer::Conv { conv, x: x.clone(), y }))
+    }
+
+    /// A 3×3 convolution with padding 1 and stride 1 on `x` (N, C, H, W).
+    fn conv3_layer(&mut self, name: &str, x: &Act, c_out: usize) -> Result<Act> {
+        let s = conv3(x.v.shape(), c_out);
+        self.conv_layer(name, s, x)
+    }
+
+    fn linear_layer(&mut self, name: &str, x: &Act, out: usize) -> Result<Act> {
+        let (rows, inp) = (x.v.shape()[0], x.v.shape()[1]);
+        let lin = self.linear(name, rows, inp, out);
+        let y = self.act(&[rows, out])?;
+        Ok(self.push(Layer::Linear { lin, x: x.clone(), y }))
+    }
+
+    fn silu_layer(&mut self, name: &str, x: &Act) -> Result<Act> {
+        let y = self.act(x.v.shape())?;
+        Ok(self.push(Layer::Silu {
+            name: name.to_string(),
+            x: x.clone(),
+            y,
+        }))
+    }
+
+    fn norm_silu_layer(&mut self, name: &str, x: &Act) -> Result<Act> {
+        let s = x.v.shape();
+        let norm = self.norm(name, s[0], s[1], s[2] * s[3])?;
+        let y = self.act(s)?;
+        Ok(self.push(Layer::NormSilu { norm, x: x.clone(), y }))
+    }
+
+    fn res_layer(&mut self, name: &str, x: &Act, temb: &Act, c_out: usize, scale: f32) -> Result<Act> {
+        let block = Box::new(ResBlock::new(self, name, x, c_out, scale)?);
+        Ok(self.push(Layer::Res {
+            block,
+            x: x.clone(),
+            temb: temb.clone(),
+        }))
+    }
+
+    fn attn_layer(&mut self, name: &str, x: &Act, scale: f32) -> Result<Act> {
+        let block = Box::new(AttnBlock::new(self, name, x, scale)?);
+        Ok(self.push(Layer::Attn { block, x: x.clone() }))
+    }
+
+    /// [h, skip] along channels.
+    fn concat_layer(&mut self, name: &str, h: &Act, skip: &Act) -> Result<Act> {
+        let (a, b) = (h.v.shape(), skip.v.shape());
+        assert_eq!(
+            (a[0], a[2], a[3]),
+            (b[0], b[2], b[3]),
+            "{name}: the skip's size matches the up path"
+        );
+        let y = self.act(&[a[0], a[1] + b[1], a[2], a[3]])?;
+        Ok(self.push(Layer::Concat {
+            name: name.to_string(),
+            h: h.clone(),
+            skip: skip.clone(),
+            y,
+        }))
+    }
+
+    fn upsample_layer(&mut self, name: &str, x: &Act) -> Result<Act> {
+        let s = x.v.shape();
+        let y = self.act(&[s[0], s[1], 2 * s[2], 2 * s[3]])?;
+        Ok(self.push(Layer::Upsample {
+            name: name.to_string(),
+            x: x.clone(),
+            y,
+        }))
+    }
 }
 
+/// A 3×3 convolution with padding 1 and stride 1 over an (N, C, H, W) input.
+fn conv3(x: &[usize], c_out: usize) -> Conv2d {
+    Conv2d {
+        n: x[0],
+        c_in: x[1],
+        h: x[2],
+        w: x[3],
+        c_out,
+        k: 3,
+        stride: 1,
+        pad: [1, 1, 1, 1],
+    }
+}
 /// A convolution layer with bias.
 struct Conv {
     /// diffusers' parameter prefix: the layer's name in profiles.
@@ -216,6 +364,14 @@ impl Linear {
 /// diffusers `ResnetBlock2D` (time_embedding_norm "default"):
 /// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(dropout(silu(norm2(h))));
 /// out = (shortcut(x) + h) / output_scale_factor, shortcut = 1×1 conv when channels change.
+/// Dropout in a res block (training with dropout > 0 only): its probability, its number among the
+/// network's dropout layers (see [`DropoutKernel`]) and its output.
+struct Dropout {
+    prob: f32,
+    layer: usize,
+    out: Act,
+}
+
 struct ResBlock {
     name: String,
     norm1: Norm,
@@ -224,109 +380,65 @@ struct ResBlock {
     norm2: Norm,
     conv2: Conv,
     shortcut: Option<Conv>,
-    scale: f32,
-    dropout: f32,
+    dropout: Option<Dropout>,
     a1: Act,            // silu(norm1(x)), fused
     h1: Tensor,         // conv1(a1)      (its gradient is h1b's)
     tp: Act,            // time_emb_proj(silu(temb)) (N, C_out)
     h1b: Act,           // h1 + tp
     a2: Act,            // silu(norm2(h1b)), fused
-    d: Option<Act>,     // dropout(a2), training with dropout > 0 only
     h2: Tensor,         // conv2(d or a2) (its gradient is the output's)
     sc: Option<Tensor>, // shortcut(x)
-    sum: Option<Act>,   // sc + h2 before the division, when scale ≠ 1
-    out: Act,
+    out: ScaledSum,     // (sc or x) + h2, scaled
 }
 
 impl ResBlock {
-    fn new(
-        b: &mut Builder,
-        name: &str,
-        n: usize,
-        c_in: usize,
-        c_out: usize,
-        hw: [usize; 2],
-        scale: f32,
-    ) -> Result<ResBlock> {
-        let cfg = b.cfg;
-        let training = b.grads.is_some();
-        let [h, w] = hw;
-        let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-        let conv3 = |ci, co| Conv2d {
-            n,
-            c_in: ci,
-            h,
-            w,
-            c_out: co,
-            k: 3,
-            stride: 1,
-            pad: [1, 1, 1, 1],
+    /// The block on `x` (N, C_in, H, W), to `c_out` channels.
+    fn new(b: &mut Builder, name: &str, x: &Act, c_out: usize, scale: f32) -> Result<ResBlock> {
+        let &[n, c_in, h, w] = x.v.shape() else {
+            unreachable!("a res block's input is (N, C, H, W)")
         };
-        let drop = if training { cfg.dropout } else { 0.0 };
+        let temb_dim = b.cfg.time_embed_dim();
+        let same = |b: &mut Builder| b.act(&[n, c_out, h, w]);
+        let dropout = if b.training() && b.cfg.dropout > 0.0 {
+            b.dropouts += 1;
+            Some(Dropout {
+                prob: b.cfg.dropout,
+                layer: b.dropouts - 1,
+                out: same(b)?,
+            })
+        } else {
+            None
+        };
         Ok(ResBlock {
             name: name.to_string(),
-            norm1: b.norm(
-                &format!("{name}.norm1"),
-                GroupNorm {
-                    n,
-                    c: c_in,
-                    hw: h * w,
-                    groups,
-                    eps,
-                },
-            )?,
-            conv1: b.conv(&format!("{name}.conv1"), conv3(c_in, c_out)),
-            time_emb_proj: b.linear(&format!("{name}.time_emb_proj"), n, cfg.time_embed_dim(), c_out),
-            norm2: b.norm(
-                &format!("{name}.norm2"),
-                GroupNorm {
-                    n,
-                    c: c_out,
-                    hw: h * w,
-                    groups,
-                    eps,
-                },
-            )?,
-            conv2: b.conv(&format!("{name}.conv2"), conv3(c_out, c_out)),
+            norm1: b.norm(&format!("{name}.norm1"), n, c_in, h * w)?,
+            conv1: b.conv(&format!("{name}.conv1"), conv3(x.v.shape(), c_out)),
+            time_emb_proj: b.linear(&format!("{name}.time_emb_proj"), n, temb_dim, c_out),
+            norm2: b.norm(&format!("{name}.norm2"), n, c_out, h * w)?,
+            conv2: b.conv(&format!("{name}.conv2"), conv3(&[n, c_out, h, w], c_out)),
             shortcut: (c_in != c_out).then(|| {
                 b.conv(
                     &format!("{name}.conv_shortcut"),
                     Conv2d {
-                        n,
-                        c_in,
-                        h,
-                        w,
-                        c_out,
                         k: 1,
-                        stride: 1,
                         pad: [0; 4],
+                        ..conv3(x.v.shape(), c_out)
                     },
                 )
             }),
-            scale,
-            dropout: drop,
-            a1: b.act(&[n, c_in, h, w])?,
+            dropout,
+            a1: b.act(x.v.shape())?,
             h1: b.tensor(&[n, c_out, h, w])?,
             tp: b.act(&[n, c_out])?,
-            h1b: b.act(&[n, c_out, h, w])?,
-            a2: b.act(&[n, c_out, h, w])?,
-            d: if drop > 0.0 {
-                Some(b.act(&[n, c_out, h, w])?)
-            } else {
-                None
-            },
+            h1b: same(b)?,
+            a2: same(b)?,
             h2: b.tensor(&[n, c_out, h, w])?,
             sc: if c_in != c_out {
                 Some(b.tensor(&[n, c_out, h, w])?)
             } else {
                 None
             },
-            sum: if scale != 1.0 {
-                Some(b.act(&[n, c_out, h, w])?)
-            } else {
-                None
-            },
-            out: b.act(&[n, c_out, h, w])?,
+            out: ScaledSum::new(b, &[n, c_out, h, w], scale)?,
         })
     }
 
@@ -334,22 +446,22 @@ impl ResBlock {
         self.norm2.s.hw
     }
 
-    fn forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
-        p.within(&self.name, |p| self.record_forward(p, x, temb, seeds));
+    fn forward(&self, p: &mut Plan, x: &Act, temb: &Act, dropouts: &mut Vec<DropoutKernel>) {
+        p.within(&self.name, |p| self.record_forward(p, x, temb, dropouts));
     }
 
-    fn record_forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
+    fn record_forward(&self, p: &mut Plan, x: &Act, temb: &Act, dropouts: &mut Vec<DropoutKernel>) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
         self.norm1.forward_silu(p, &x.v, &self.a1.v);
         self.conv1.forward(p, &self.a1.v, &self.h1);
         self.time_emb_proj.forward(p, &temb.v, &self.tp.v);
         elementwise::add_channel_bias(p, n, c, self.hw(), &self.h1, &self.tp.v, &self.h1b.v);
         self.norm2.forward_silu(p, &self.h1b.v, &self.a2.v);
-        let pre_conv2 = match &self.d {
+        let pre_conv2 = match &self.dropout {
             Some(d) => {
-                let k = dropout::forward(p, self.dropout, &self.a2.v, &d.v, 0);
-                seeds.forward.push((k, d.v.len()));
-                &d.v
+                let kernel = dropout::forward(p, d.prob, &self.a2.v, &d.out.v, 0);
+                dropouts.push(d.kernel(kernel));
+                &d.out.v
             }
             None => &self.a2.v,
         };
@@ -361,56 +473,86 @@ impl ResBlock {
             }
             _ => &x.v,
         };
-        match &self.sum {
-            Some(sum) => {
-                elementwise::add(p, residual, &self.h2, &sum.v);
-                elementwise::scale(p, 1.0 / self.scale, &sum.v, &self.out.v);
-            }
-            None => elementwise::add(p, residual, &self.h2, &self.out.v),
-        }
+        self.out.forward(p, residual, &self.h2);
     }
 
-    fn backward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
-        p.within(&self.name, |p| self.record_backward(p, x, temb, seeds));
+    fn backward(&self, p: &mut Plan, x: &Act, temb: &Act, dropouts: &mut Vec<DropoutKernel>) {
+        p.within(&self.name, |p| self.record_backward(p, x, temb, dropouts));
     }
 
-    fn record_backward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
+    fn record_backward(&self, p: &mut Plan, x: &Act, temb: &Act, dropouts: &mut Vec<DropoutKernel>) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
-        // out = (residual + h2) / scale: both branches receive d_out / scale.
-        let d_sum = match &self.sum {
-            Some(sum) => {
-                elementwise::axpy(p, 1.0 / self.scale, &self.out.g, &sum.g);
-                &sum.g
-            }
-            None => &self.out.g,
-        };
+        let d_sum = self.out.backward(p);
         match &self.shortcut {
-            Some(conv) => conv.backward(p, &x.v, d_sum, Some(&x.g)),
-            None => elementwise::axpy(p, 1.0, d_sum, &x.g),
+            Some(conv) => conv.backward(p, &x.v, d_sum, Some(x.g())),
+            None => elementwise::axpy(p, 1.0, d_sum, x.g()),
         }
         // h2 = conv2(dropout(a2))
-        let (pre_conv2, d_pre_conv2) = match &self.d {
-            Some(d) => (&d.v, &d.g),
-            None => (&self.a2.v, &self.a2.g),
+        let pre_conv2 = match &self.dropout {
+            Some(d) => &d.out,
+            None => &self.a2,
         };
-        self.conv2.backward(p, pre_conv2, d_sum, Some(d_pre_conv2));
-        if let Some(d) = &self.d {
-            let k = dropout::backward(p, self.dropout, &d.g, &self.a2.g, 0);
-            seeds.backward.push((k, d.g.len()));
+        self.conv2.backward(p, &pre_conv2.v, d_sum, Some(pre_conv2.g()));
+        if let Some(d) = &self.dropout {
+            let kernel = dropout::backward(p, d.prob, d.out.g(), self.a2.g(), 0);
+            dropouts.push(d.kernel(kernel));
         }
-        self.norm2.backward_silu(p, &self.h1b.v, &self.a2.g, &self.h1b.g);
+        self.norm2.backward_silu(p, &self.h1b.v, self.a2.g(), self.h1b.g());
         // h1b = h1 + tp[n, c]: h1's gradient is h1b's; tp's is its sum over pixels.
-        elementwise::add_channel_bias_backward(p, n, c, self.hw(), &self.h1b.g, &self.tp.g);
-        self.time_emb_proj.backward(p, &temb.v, &self.tp.g, Some(&temb.g));
-        self.conv1.backward(p, &self.a1.v, &self.h1b.g, Some(&self.a1.g));
-        self.norm1.backward_silu(p, &x.v, &self.a1.g, &x.g);
+        elementwise::add_channel_bias_backward(p, n, c, self.hw(), self.h1b.g(), self.tp.g());
+        self.time_emb_proj.backward(p, &temb.v, self.tp.g(), Some(temb.g()));
+        self.conv1.backward(p, &self.a1.v, self.h1b.g(), Some(self.a1.g()));
+        self.norm1.backward_silu(p, &x.v, self.a1.g(), x.g());
+    }
+}
+
+impl Dropout {
+    fn kernel(&self, kernel: KernelRef<DropoutParams>) -> DropoutKernel {
+        DropoutKernel {
+            layer: self.layer,
+            kernel,
+            len: self.out.v.len(),
+        }
+    }
+}
+
+/// out = (a + b) / scale, the residual sum that ends a res or attention block (diffusers'
+/// `output_scale_factor` / `rescale_output_factor`, 1 except in a scaled mid block).
+struct ScaledSum {
+    scale: f32,
+    /// a + b before the division, when scale ≠ 1.
+    sum: Option<Act>,
+    out: Act,
+}
+
+impl ScaledSum {
+    fn new(b: &mut Builder, shape: &[usize], scale: f32) -> Result<ScaledSum> {
+        Ok(ScaledSum {
+            scale,
+            sum: if scale != 1.0 { Some(b.act(shape)?) } else { None },
+            out: b.act(shape)?,
+        })
     }
 
-    fn grads(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.a1.g, &self.tp.g, &self.h1b.g, &self.a2.g, &self.out.g];
-        v.extend(self.d.iter().map(|a| &a.g));
-        v.extend(self.sum.iter().map(|a| &a.g));
-        v
+    fn forward(&self, p: &mut Plan, a: &Tensor, b: &Tensor) {
+        match &self.sum {
+            Some(sum) => {
+                elementwise::add(p, a, b, &sum.v);
+                elementwise::scale(p, 1.0 / self.scale, &sum.v, &self.out.v);
+            }
+            None => elementwise::add(p, a, b, &self.out.v),
+        }
+    }
+
+    /// Records ∂/∂(a + b), which both a and b receive, and returns it.
+    fn backward(&self, p: &mut Plan) -> &Tensor {
+        match &self.sum {
+            Some(sum) => {
+                elementwise::axpy(p, 1.0 / self.scale, self.out.g(), sum.g());
+                sum.g()
+            }
+            None => self.out.g(),
+        }
     }
 }
 
@@ -427,20 +569,21 @@ struct AttnBlock {
     buf: AttentionBuffers,
     nx: Act,
     y: Tensor, // attention output (its gradient is the output's, scaled)
-    scale: f32,
-    sum: Option<Act>,
-    out: Act,
+    out: ScaledSum,
 }
 
 impl AttnBlock {
-    fn new(b: &mut Builder, name: &str, n: usize, c: usize, hw: [usize; 2], scale: f32) -> Result<AttnBlock> {
-        let cfg = b.cfg;
-        let t = hw[0] * hw[1];
+    /// The block on `x` (N, C, H, W), whose H·W pixels are its tokens.
+    fn new(b: &mut Builder, name: &str, x: &Act, scale: f32) -> Result<AttnBlock> {
+        let &[n, c, h, w] = x.v.shape() else {
+            unreachable!("an attention block's input is (N, C, H, W)")
+        };
+        let t = h * w;
         let s = Attention {
             batch: n,
             channels: c,
             tokens: t,
-            heads: cfg.heads(c),
+            heads: b.cfg.heads(c),
         };
         // q, k, v, out projections and the two attention products.
         b.flops += 4.0 * 2.0 * (n * t * c * c) as f64 + 2.0 * 2.0 * (n * t * t * c) as f64;
@@ -452,16 +595,7 @@ impl AttnBlock {
         };
         Ok(AttnBlock {
             name: name.to_string(),
-            norm: b.norm(
-                &format!("{name}.group_norm"),
-                GroupNorm {
-                    n,
-                    c,
-                    hw: t,
-                    groups: cfg.norm_num_groups,
-                    eps: cfg.norm_eps,
-                },
-            )?,
+            norm: b.norm(&format!("{name}.group_norm"), n, c, t)?,
             s,
             q: pair(b, "to_q"),
             k: pair(b, "to_k"),
@@ -470,9 +604,7 @@ impl AttnBlock {
             buf: AttentionBuffers::new(b.gpu, &s),
             nx: b.act(&[n, c, t])?,
             y: b.tensor(&[n, c, t])?,
-            scale,
-            sum: if scale != 1.0 { Some(b.act(&[n, c, t])?) } else { None },
-            out: b.act(&[n, c, hw[0], hw[1]])?,
+            out: ScaledSum::new(b, x.v.shape(), scale)?,
         })
     }
 
@@ -511,13 +643,7 @@ impl AttnBlock {
     fn record_forward(&self, p: &mut Plan, x: &Act) {
         self.norm.forward(p, &x.v, &self.nx.v);
         attention::forward(p, &self.s, &self.nx.v, &self.weights(), &self.buf, &self.y);
-        match &self.sum {
-            Some(sum) => {
-                elementwise::add(p, &self.y, &x.v, &sum.v);
-                elementwise::scale(p, 1.0 / self.scale, &sum.v, &self.out.v);
-            }
-            None => elementwise::add(p, &self.y, &x.v, &self.out.v),
-        }
+        self.out.forward(p, &self.y, &x.v);
     }
 
     fn backward(&self, p: &mut Plan, x: &Act) {
@@ -525,14 +651,8 @@ impl AttnBlock {
     }
 
     fn record_backward(&self, p: &mut Plan, x: &Act) {
-        let d_sum = match &self.sum {
-            Some(sum) => {
-                elementwise::axpy(p, 1.0 / self.scale, &self.out.g, &sum.g);
-                &sum.g
-            }
-            None => &self.out.g,
-        };
-        elementwise::axpy(p, 1.0, d_sum, &x.g); // the residual connection
+        let d_sum = self.out.backward(p);
+        elementwise::axpy(p, 1.0, d_sum, x.g()); // the residual connection
         attention::backward(
             p,
             &self.s,
@@ -540,84 +660,139 @@ impl AttnBlock {
             &self.weights(),
             &self.buf,
             d_sum,
-            &self.nx.g,
+            self.nx.g(),
             &self.weight_grads(),
         );
-        self.norm.backward(p, &x.v, &self.nx.g, &x.g);
-    }
-
-    fn grads(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.nx.g, &self.out.g];
-        v.extend(self.sum.iter().map(|a| &a.g));
-        v
+        self.norm.backward(p, &x.v, self.nx.g(), x.g());
     }
 }
 
-/// One step of a down or up path: a res block optionally followed by attention.
-struct Layer {
-    res: ResBlock,
-    attn: Option<AttnBlock>,
+/// One entry of the network's layer list: what it computes, its parameters, and the activations it
+/// reads (`x`, ...) and writes (`y`, or the block's output).
+enum Layer {
+    /// The sinusoidal projection of the timesteps (no parameters; nothing upstream to train).
+    TimestepProj {
+        t: Tensor,
+        y: Act,
+    },
+    Linear {
+        lin: Linear,
+        x: Act,
+        y: Act,
+    },
+    Silu {
+        name: String,
+        x: Act,
+        y: Act,
+    },
+    /// emb += class_embedding[label], in place (a class-conditional model).
+    ClassEmbedding {
+        labels: Tensor,
+        table: Param,
+        emb: Act,
+    },
+    Conv {
+        conv: Conv,
+        x: Act,
+        y: Act,
+    },
+    /// y = silu(group_norm(x)), fused.
+    NormSilu {
+        norm: Norm,
+        x: Act,
+        y: Act,
+    },
+    Res {
+        block: Box<ResBlock>,
+        x: Act,
+        temb: Act,
+    },
+    Attn {
+        block: Box<AttnBlock>,
+        x: Act,
+    },
+    /// y = [h, skip] along channels: the up path takes the skip connection.
+    Concat {
+        name: String,
+        h: Act,
+        skip: Act,
+        y: Act,
+    },
+    /// Nearest-neighbour 2× upsampling (diffusers `Upsample2D` before its conv).
+    Upsample {
+        name: String,
+        x: Act,
+        y: Act,
+    },
 }
 
 impl Layer {
-    fn out(&self) -> &Act {
-        match &self.attn {
-            Some(a) => &a.out,
-            None => &self.res.out,
+    fn output(&self) -> &Act {
+        match self {
+            Layer::TimestepProj { y, .. }
+            | Layer::Linear { y, .. }
+            | Layer::Silu { y, .. }
+            | Layer::Conv { y, .. }
+            | Layer::NormSilu { y, .. }
+            | Layer::Concat { y, .. }
+            | Layer::Upsample { y, .. } => y,
+            Layer::ClassEmbedding { emb, .. } => emb,
+            Layer::Res { block, .. } => &block.out.out,
+            Layer::Attn { block, .. } => &block.out.out,
         }
     }
 
-    fn forward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
-        self.res.forward(p, x, temb, seeds);
-        if let Some(a) = &self.attn {
-            a.forward(p, &self.res.out);
+    fn forward(&self, p: &mut Plan, cfg: &UNetConfig, dropouts: &mut Vec<DropoutKernel>) {
+        match self {
+            Layer::TimestepProj { t, y } => p.within("time_embedding", |p| {
+                let dim = y.v.shape()[1];
+                let (flip, shift) = (cfg.flip_sin_to_cos, cfg.freq_shift as f32);
+                timestep_embedding::forward(p, t.len(), dim, flip, shift, t, &y.v)
+            }),
+            Layer::Linear { lin, x, y } => lin.forward(p, &x.v, &y.v),
+            Layer::Silu { name, x, y } => p.within(name, |p| silu::forward(p, &x.v, &y.v)),
+            Layer::ClassEmbedding { labels, table, emb } => p.within("class_embedding", |p| {
+                class_embedding::forward(p, labels, &table.w, &emb.v, true)
+            }),
+            Layer::Conv { conv, x, y } => conv.forward(p, &x.v, &y.v),
+            Layer::NormSilu { norm, x, y } => norm.forward_silu(p, &x.v, &y.v),
+            Layer::Res { block, x, temb } => block.forward(p, x, temb, dropouts),
+            Layer::Attn { block, x } => block.forward(p, x),
+            Layer::Concat { name, h, skip, y } => p.within(name, |p| {
+                let (s, c_skip) = (h.v.shape(), skip.v.shape()[1]);
+                concat::forward(p, s[0], s[1], c_skip, s[2] * s[3], &h.v, &skip.v, &y.v)
+            }),
+            Layer::Upsample { name, x, y } => p.within(name, |p| {
+                let s = x.v.shape();
+                upsample::forward(p, s[0], s[1], s[2], s[3], &x.v, &y.v)
+            }),
         }
     }
 
-    fn backward(&self, p: &mut Plan, x: &Act, temb: &Act, seeds: &mut Seeds) {
-        if let Some(a) = &self.attn {
-            a.backward(p, &self.res.out);
+    /// The mirror of `forward`: from the output's gradient, accumulate the inputs' and the
+    /// parameters' gradients.
+    fn backward(&self, p: &mut Plan, dropouts: &mut Vec<DropoutKernel>) {
+        match self {
+            Layer::TimestepProj { .. } => {}
+            Layer::Linear { lin, x, y } => lin.backward(p, &x.v, y.g(), x.g.as_ref()),
+            Layer::Silu { name, x, y } => p.within(name, |p| silu::backward(p, &x.v, y.g(), x.g())),
+            Layer::ClassEmbedding { labels, table, emb } => p.within("class_embedding", |p| {
+                class_embedding::backward(p, labels, emb.g(), &table.g)
+            }),
+            Layer::Conv { conv, x, y } => conv.backward(p, &x.v, y.g(), x.g.as_ref()),
+            Layer::NormSilu { norm, x, y } => norm.backward_silu(p, &x.v, y.g(), x.g()),
+            Layer::Res { block, x, temb } => block.backward(p, x, temb, dropouts),
+            Layer::Attn { block, x } => block.backward(p, x),
+            Layer::Concat { name, h, skip, y } => p.within(name, |p| {
+                let (s, c_skip) = (h.v.shape(), skip.v.shape()[1]);
+                concat::backward(p, s[0], s[1], c_skip, s[2] * s[3], y.g(), h.g(), skip.g())
+            }),
+            Layer::Upsample { name, x, y } => p.within(name, |p| {
+                let s = x.v.shape();
+                upsample::backward(p, s[0], s[1], s[2], s[3], y.g(), x.g())
+            }),
         }
-        self.res.backward(p, x, temb, seeds);
     }
-
-    fn grads(&self) -> Vec<&Tensor> {
-        let mut v = self.res.grads();
-        if let Some(a) = &self.attn {
-            v.extend(a.grads());
-        }
-        v
-    }
-}
-
-/// An up-path layer: concatenate the skip, then a layer.
-struct UpLayer {
-    cat: Act,
-    c_h: usize,
-    c_skip: usize,
-    layer: Layer,
-}
-
-/// One resolution level of the down path: its layers and the stride-2 conv after them
-/// (diffusers `Downsample2D`), absent on the last level.
-struct DownLevel {
-    layers: Vec<Layer>,
-    downsample: Option<(Conv, Act)>,
-}
-
-/// Nearest 2× upsampling followed by a 3×3 conv (diffusers `Upsample2D`).
-struct Upsampler {
-    u: Act, // the upsampled activation
-    conv: Conv,
-    out: Act,
-}
-
-/// (kernel, element count) of the dropout layers in the plans, so that their seeds can
-/// change every step. The backward meets the layers in reverse order.
-#[derive(Default, Debug, Clone)]
-pub struct Seeds {
-    pub forward: Vec<(KernelRef<DropoutParams>, usize)>,
-    pub backward: Vec<(KernelRef<DropoutParams>, usize)>,
 }
 
 /// The U-Net for a fixed batch size, with every activation allocated.
@@ -636,23 +811,10 @@ pub struct UNet {
     pub activation_bytes: usize,
     pub largest_activation_bytes: usize,
     pub forward_flops: f64,
-    t_proj: Tensor,
-    linear_1: Linear,
-    e1: Act,
-    e1a: Act,
-    linear_2: Linear,
-    /// The class-embedding table of a class-conditional model, added to the time embedding.
-    class_embedding: Option<Param>,
-    emb: Act,
-    temb: Act, // silu(emb), shared by every res block's time_emb_proj
-    conv_in: Conv,
-    h0: Act,
-    down: Vec<DownLevel>,
-    mid: (ResBlock, Option<AttnBlock>, ResBlock),
-    up: Vec<(Vec<UpLayer>, Option<Upsampler>)>,
-    norm_out: Norm,
-    a_out: Act, // silu(norm_out(h)), fused
-    conv_out: Conv,
+    /// The network in forward order.
+    layers: Vec<Layer>,
+    /// Every activation gradient (empty without gradients).
+    act_grads: Vec<Tensor>,
     output: Act,
 }
 
@@ -668,30 +830,26 @@ impl UNet {
         batch: usize,
     ) -> Result<UNet> {
         cfg.validate()?;
-        let training = grads.is_some();
         let mut b = Builder {
             gpu,
             cfg,
             table,
             params,
-            grads,
+            param_grads: grads,
             dummy: gpu.zeros(&[1]),
             max_binding: gpu.limits.max_storage_buffer_binding_size as usize,
             bytes: 0,
             largest: 0,
             flops: 0.0,
+            layers: Vec::new(),
+            act_grads: Vec::new(),
+            dropouts: 0,
         };
         let n = batch;
         let size = cfg.sample_size();
         let ch = &cfg.block_out_channels;
-        let levels = ch.len();
-        let temb_dim = cfg.time_embed_dim();
-
         let input = b.tensor(&[n, cfg.in_channels, size, size])?;
         let timesteps = b.tensor(&[n])?;
-        let t_proj = b.tensor(&[n, ch[0]])?;
-        let linear_1 = b.linear("time_embedding.linear_1", n, ch[0], temb_dim);
-        let linear_2 = b.linear("time_embedding.linear_2", n, temb_dim, temb_dim);
         let class_labels = match cfg.null_class() {
             Some(null) => {
                 let t = b.tensor(&[n])?;
@@ -700,195 +858,94 @@ impl UNet {
             }
             None => None,
         };
-        let class_embedding = cfg.num_class_embeds.map(|_| b.param("class_embedding.weight"));
-        let (e1, e1a, emb, temb) = (
-            b.act(&[n, temb_dim])?,
-            b.act(&[n, temb_dim])?,
-            b.act(&[n, temb_dim])?,
-            b.act(&[n, temb_dim])?,
-        );
-        let conv3 = |c_in, c_out, hw: usize| Conv2d {
-            n,
-            c_in,
-            h: hw,
-            w: hw,
-            c_out,
-            k: 3,
-            stride: 1,
-            pad: [1, 1, 1, 1],
-        };
-        let conv_in = b.conv("conv_in", conv3(cfg.in_channels, ch[0], size));
-        let h0 = b.act(&[n, ch[0], size, size])?;
 
-        // Down path; `skips` records the channel count and side of every skip activation.
-        let mut skips = vec![(ch[0], size)];
-        let mut down = Vec::new();
-        let (mut c_prev, mut side) = (ch[0], size);
+        // Time embedding: sinusoidal projection, linear_1, SiLU, linear_2 (plus the class's row of
+        // the class embedding); every res block applies SiLU before its own projection, so
+        // silu(emb) is computed once here.
+        let t_proj = Act::input(&b.tensor(&[n, ch[0]])?);
+        b.layers.push(Layer::TimestepProj {
+            t: timesteps.clone(),
+            y: t_proj.clone(),
+        });
+        let e1 = b.linear_layer("time_embedding.linear_1", &t_proj, cfg.time_embed_dim())?;
+        let e1a = b.silu_layer("time_embedding.act", &e1)?;
+        let emb = b.linear_layer("time_embedding.linear_2", &e1a, cfg.time_embed_dim())?;
+        if let Some(labels) = &class_labels {
+            let table = b.param("class_embedding.weight");
+            b.push(Layer::ClassEmbedding {
+                labels: labels.clone(),
+                table,
+                emb: emb.clone(),
+            });
+        }
+        let temb = b.silu_layer("time_embedding.nonlinearity", &emb)?;
+
+        // Down path: every layer's output is a skip connection for the up path.
+        let mut h = b.conv3_layer("conv_in", &Act::input(&input), ch[0])?;
+        let mut skips = vec![h.clone()];
         for (i, &c) in ch.iter().enumerate() {
-            let mut layers = Vec::new();
             for j in 0..cfg.layers_per_block {
-                let c_in = if j == 0 { c_prev } else { c };
-                let res = ResBlock::new(
-                    &mut b,
-                    &format!("down_blocks.{i}.resnets.{j}"),
-                    n,
-                    c_in,
-                    c,
-                    [side, side],
-                    1.0,
-                )?;
-                let attn = match cfg.down_kind(i) {
-                    BlockKind::Attn => Some(AttnBlock::new(
-                        &mut b,
-                        &format!("down_blocks.{i}.attentions.{j}"),
-                        n,
-                        c,
-                        [side, side],
-                        1.0,
-                    )?),
-                    BlockKind::Plain => None,
-                };
-                layers.push(Layer { res, attn });
-                skips.push((c, side));
+                h = b.res_layer(&format!("down_blocks.{i}.resnets.{j}"), &h, &temb, c, 1.0)?;
+                if cfg.down_kind(i) == BlockKind::Attn {
+                    h = b.attn_layer(&format!("down_blocks.{i}.attentions.{j}"), &h, 1.0)?;
+                }
+                skips.push(h.clone());
             }
-            let downsample = if i + 1 < levels {
+            if i + 1 < ch.len() {
                 let pad = if cfg.downsample_padding == 0 {
                     [0, 1, 0, 1]
                 } else {
                     [1, 1, 1, 1]
                 };
                 let s = Conv2d {
-                    n,
-                    c_in: c,
-                    h: side,
-                    w: side,
-                    c_out: c,
-                    k: 3,
                     stride: 2,
                     pad,
+                    ..conv3(h.v.shape(), c)
                 };
-                let conv = b.conv(&format!("down_blocks.{i}.downsamplers.0.conv"), s);
-                side = s.out_h();
-                let out = b.act(&[n, c, side, side])?;
-                skips.push((c, side));
-                Some((conv, out))
-            } else {
-                None
-            };
-            down.push(DownLevel { layers, downsample });
-            c_prev = c;
+                h = b.conv_layer(&format!("down_blocks.{i}.downsamplers.0.conv"), s, &h)?;
+                skips.push(h.clone());
+            }
         }
 
         // Middle: res, attention, res.
-        let last = ch[levels - 1];
-        let scale = cfg.mid_block_scale_factor;
-        let mid = (
-            ResBlock::new(&mut b, "mid_block.resnets.0", n, last, last, [side, side], scale)?,
-            if cfg.add_attention {
-                Some(AttnBlock::new(
-                    &mut b,
-                    "mid_block.attentions.0",
-                    n,
-                    last,
-                    [side, side],
-                    scale,
-                )?)
-            } else {
-                None
-            },
-            ResBlock::new(&mut b, "mid_block.resnets.1", n, last, last, [side, side], scale)?,
-        );
+        let (last, scale) = (ch[ch.len() - 1], cfg.mid_block_scale_factor);
+        h = b.res_layer("mid_block.resnets.0", &h, &temb, last, scale)?;
+        if cfg.add_attention {
+            h = b.attn_layer("mid_block.attentions.0", &h, scale)?;
+        }
+        h = b.res_layer("mid_block.resnets.1", &h, &temb, last, scale)?;
 
-        // Up path: each level has layers_per_block + 1 layers, each consuming one skip.
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up = Vec::new();
-        let mut c_h = last;
-        for (i, &c) in rev.iter().enumerate() {
-            let mut layers = Vec::new();
+        // Up path: each level has layers_per_block + 1 layers, each taking the last skip.
+        for (i, &c) in ch.iter().rev().enumerate() {
             for j in 0..=cfg.layers_per_block {
-                let (c_skip, skip_side) = skips.pop().expect("one skip per up layer");
-                assert_eq!(skip_side, side, "skip resolution matches the up path");
-                let cat = b.act(&[n, c_h + c_skip, side, side])?;
-                let res = ResBlock::new(
-                    &mut b,
-                    &format!("up_blocks.{i}.resnets.{j}"),
-                    n,
-                    c_h + c_skip,
-                    c,
-                    [side, side],
-                    1.0,
-                )?;
-                let attn = match cfg.up_kind(i) {
-                    BlockKind::Attn => Some(AttnBlock::new(
-                        &mut b,
-                        &format!("up_blocks.{i}.attentions.{j}"),
-                        n,
-                        c,
-                        [side, side],
-                        1.0,
-                    )?),
-                    BlockKind::Plain => None,
-                };
-                layers.push(UpLayer {
-                    cat,
-                    c_h,
-                    c_skip,
-                    layer: Layer { res, attn },
-                });
-                c_h = c;
+                let skip = skips.pop().expect("one skip per up layer");
+                h = b.concat_layer(&format!("up_blocks.{i}.skip.{j}"), &h, &skip)?;
+                h = b.res_layer(&format!("up_blocks.{i}.resnets.{j}"), &h, &temb, c, 1.0)?;
+                if cfg.up_kind(i) == BlockKind::Attn {
+                    h = b.attn_layer(&format!("up_blocks.{i}.attentions.{j}"), &h, 1.0)?;
+                }
             }
-            let upsample = if i + 1 < levels {
-                let u = b.act(&[n, c, 2 * side, 2 * side])?;
-                let conv = b.conv(&format!("up_blocks.{i}.upsamplers.0.conv"), conv3(c, c, 2 * side));
-                side *= 2;
-                let out = b.act(&[n, c, side, side])?;
-                Some(Upsampler { u, conv, out })
-            } else {
-                None
-            };
-            up.push((layers, upsample));
+            if i + 1 < ch.len() {
+                h = b.upsample_layer(&format!("up_blocks.{i}.upsamplers.0"), &h)?;
+                h = b.conv3_layer(&format!("up_blocks.{i}.upsamplers.0.conv"), &h, c)?;
+            }
         }
         assert!(skips.is_empty(), "every skip consumed");
 
-        let norm_out = b.norm(
-            "conv_norm_out",
-            GroupNorm {
-                n,
-                c: ch[0],
-                hw: size * size,
-                groups: cfg.norm_num_groups,
-                eps: cfg.norm_eps,
-            },
-        )?;
-        let a_out = b.act(&[n, ch[0], size, size])?;
-        let conv_out = b.conv("conv_out", conv3(ch[0], cfg.out_channels, size));
-        let output = b.act(&[n, cfg.out_channels, size, size])?;
+        h = b.norm_silu_layer("conv_norm_out", &h)?;
+        let output = b.conv3_layer("conv_out", &h, cfg.out_channels)?;
         Ok(UNet {
             cfg: cfg.clone(),
             batch,
-            training,
+            training: grads.is_some(),
             input,
             timesteps,
             class_labels,
             activation_bytes: b.bytes,
             largest_activation_bytes: b.largest,
             forward_flops: b.flops,
-            t_proj,
-            linear_1,
-            e1,
-            e1a,
-            linear_2,
-            class_embedding,
-            emb,
-            temb,
-            conv_in,
-            h0,
-            down,
-            mid,
-            up,
-            norm_out,
-            a_out,
-            conv_out,
+            layers: b.layers,
+            act_grads: b.act_grads,
             output,
         })
     }
@@ -900,239 +957,34 @@ impl UNet {
 
     /// ∂loss/∂output: the loss writes it before the backward runs.
     pub fn d_output(&self) -> &Tensor {
-        &self.output.g
+        self.output.g()
     }
 
-    /// Record the forward pass. Returns the dropout kernels' indices in `p`.
-    pub fn forward(&self, p: &mut Plan) -> Seeds {
-        let mut seeds = Seeds::default();
-        let cfg = &self.cfg;
-        let n = self.batch;
-        // Time embedding: sinusoidal projection, linear_1, SiLU, linear_2 (plus the class's row of
-        // the class embedding); every res block applies SiLU before its own projection, so
-        // silu(emb) is computed once here.
-        p.within("time_embedding", |p| {
-            timestep_embedding::forward(
-                p,
-                n,
-                cfg.block_out_channels[0],
-                cfg.flip_sin_to_cos,
-                cfg.freq_shift as f32,
-                &self.timesteps,
-                &self.t_proj,
-            );
-            self.linear_1.forward(p, &self.t_proj, &self.e1.v);
-            silu::forward(p, &self.e1.v, &self.e1a.v);
-            self.linear_2.forward(p, &self.e1a.v, &self.emb.v);
-            if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
-                class_embedding::forward(p, labels, &table.w, &self.emb.v, true);
-            }
-            silu::forward(p, &self.emb.v, &self.temb.v);
-        });
-
-        self.conv_in.forward(p, &self.input, &self.h0.v);
-        let mut h = &self.h0;
-        for DownLevel { layers, downsample } in &self.down {
-            for layer in layers {
-                layer.forward(p, h, &self.temb, &mut seeds);
-                h = layer.out();
-            }
-            if let Some((conv, out)) = downsample {
-                conv.forward(p, &h.v, &out.v);
-                h = out;
-            }
+    /// Record the forward pass: the layer list in order. Returns its dropout kernels.
+    pub fn forward(&self, p: &mut Plan) -> Vec<DropoutKernel> {
+        let mut dropouts = Vec::new();
+        for layer in &self.layers {
+            layer.forward(p, &self.cfg, &mut dropouts);
         }
-        let (res0, attn, res1) = &self.mid;
-        res0.forward(p, h, &self.temb, &mut seeds);
-        h = &res0.out;
-        if let Some(a) = attn {
-            a.forward(p, h);
-            h = &a.out;
-        }
-        res1.forward(p, h, &self.temb, &mut seeds);
-        h = &res1.out;
-
-        let mut skips = self.skip_acts();
-        for (layers, upsample) in &self.up {
-            for ul in layers {
-                let skip = skips.pop().expect("skip");
-                concat::forward(
-                    p,
-                    n,
-                    ul.c_h,
-                    ul.c_skip,
-                    ul.cat.v.shape()[2] * ul.cat.v.shape()[3],
-                    &h.v,
-                    &skip.v,
-                    &ul.cat.v,
-                );
-                ul.layer.forward(p, &ul.cat, &self.temb, &mut seeds);
-                h = ul.layer.out();
-            }
-            if let Some(up) = upsample {
-                let s = h.v.shape();
-                upsample::forward(p, n, s[1], s[2], s[3], &h.v, &up.u.v);
-                up.conv.forward(p, &up.u.v, &up.out.v);
-                h = &up.out;
-            }
-        }
-        self.norm_out.forward_silu(p, &h.v, &self.a_out.v);
-        self.conv_out.forward(p, &self.a_out.v, &self.output.v);
-        seeds
-    }
-
-    /// The activations pushed on the skip stack by the down path, in push order.
-    fn skip_acts(&self) -> Vec<&Act> {
-        let mut skips = vec![&self.h0];
-        for DownLevel { layers, downsample } in &self.down {
-            for layer in layers {
-                skips.push(layer.out());
-            }
-            if let Some((_, out)) = downsample {
-                skips.push(out);
-            }
-        }
-        skips
+        dropouts
     }
 
     /// Record the zeroing of every activation gradient (before the loss writes `d_output`).
     pub fn zero_grads(&self, p: &mut Plan) {
         assert!(self.training, "zero_grads on a network built without gradients");
-        let mut all: Vec<&Tensor> = vec![&self.e1.g, &self.e1a.g, &self.emb.g, &self.temb.g, &self.h0.g];
-        for DownLevel { layers, downsample } in &self.down {
-            for layer in layers {
-                all.extend(layer.grads());
-            }
-            if let Some((_, out)) = downsample {
-                all.push(&out.g);
-            }
-        }
-        let (res0, attn, res1) = &self.mid;
-        all.extend(res0.grads());
-        all.extend(attn.iter().flat_map(|a| a.grads()));
-        all.extend(res1.grads());
-        for (layers, upsample) in &self.up {
-            for ul in layers {
-                all.push(&ul.cat.g);
-                all.extend(ul.layer.grads());
-            }
-            if let Some(up) = upsample {
-                all.push(&up.u.g);
-                all.push(&up.out.g);
-            }
-        }
-        all.extend([&self.a_out.g, &self.output.g]);
-        for g in all {
+        for g in &self.act_grads {
             p.clear(g);
         }
     }
 
-    /// Record the backward pass: from `d_output` to every parameter gradient (accumulated).
-    /// Returns the dropout kernels' indices in `p`.
-    pub fn backward(&self, p: &mut Plan) -> Seeds {
+    /// Record the backward pass, the layer list in reverse: from `d_output` to every parameter
+    /// gradient (accumulated). Returns its dropout kernels.
+    pub fn backward(&self, p: &mut Plan) -> Vec<DropoutKernel> {
         assert!(self.training, "backward on a network built without gradients");
-        let mut seeds = Seeds::default();
-        let n = self.batch;
-        // Output head, in reverse.
-        let h_last = match self.up.last() {
-            Some((_, Some(up))) => &up.out,
-            Some((layers, None)) => layers.last().expect("up layers").layer.out(),
-            _ => unreachable!("a U-Net has an up path"),
-        };
-        self.conv_out
-            .backward(p, &self.a_out.v, &self.output.g, Some(&self.a_out.g));
-        self.norm_out.backward_silu(p, &h_last.v, &self.a_out.g, &h_last.g);
-
-        // Up path, in reverse. The input of each up layer is the previous layer's output (or
-        // the mid block's output for the first).
-        let (res0, attn, res1) = &self.mid;
-        let mut inputs: Vec<&Act> = Vec::new(); // input of each up layer / upsample, in forward order
-        {
-            let mut h = &res1.out;
-            for (layers, upsample) in &self.up {
-                for ul in layers {
-                    inputs.push(h);
-                    h = ul.layer.out();
-                }
-                if let Some(up) = upsample {
-                    inputs.push(h);
-                    h = &up.out;
-                }
-            }
+        let mut dropouts = Vec::new();
+        for layer in self.layers.iter().rev() {
+            layer.backward(p, &mut dropouts);
         }
-        // The forward popped skips from the end of the stack, so the reverse meets them in push order.
-        let mut skip_iter = self.skip_acts().into_iter();
-        for (layers, upsample) in self.up.iter().rev() {
-            if let Some(up) = upsample {
-                let x = inputs.pop().expect("upsample input");
-                up.conv.backward(p, &up.u.v, &up.out.g, Some(&up.u.g));
-                let s = x.v.shape();
-                upsample::backward(p, n, s[1], s[2], s[3], &up.u.g, &x.g);
-            }
-            for ul in layers.iter().rev() {
-                let x = inputs.pop().expect("up layer input");
-                let skip = skip_iter.next().expect("skip");
-                ul.layer.backward(p, &ul.cat, &self.temb, &mut seeds);
-                let hw = ul.cat.v.shape()[2] * ul.cat.v.shape()[3];
-                concat::backward(p, n, ul.c_h, ul.c_skip, hw, &ul.cat.g, &x.g, &skip.g);
-            }
-        }
-
-        // Middle, in reverse.
-        let h_down = self.down_output();
-        match attn {
-            Some(a) => {
-                res1.backward(p, &a.out, &self.temb, &mut seeds);
-                a.backward(p, &res0.out);
-            }
-            None => res1.backward(p, &res0.out, &self.temb, &mut seeds),
-        }
-        res0.backward(p, h_down, &self.temb, &mut seeds);
-
-        // Down path, in reverse.
-        let mut inputs: Vec<&Act> = Vec::new();
-        {
-            let mut h = &self.h0;
-            for DownLevel { layers, downsample } in &self.down {
-                for layer in layers {
-                    inputs.push(h);
-                    h = layer.out();
-                }
-                if downsample.is_some() {
-                    inputs.push(h);
-                    h = &downsample.as_ref().expect("downsample").1;
-                }
-            }
-        }
-        for DownLevel { layers, downsample } in self.down.iter().rev() {
-            if let Some((conv, out)) = downsample {
-                let x = inputs.pop().expect("downsample input");
-                conv.backward(p, &x.v, &out.g, Some(&x.g));
-            }
-            for layer in layers.iter().rev() {
-                let x = inputs.pop().expect("down layer input");
-                layer.backward(p, x, &self.temb, &mut seeds);
-            }
-        }
-        self.conv_in.backward(p, &self.input, &self.h0.g, None);
-
-        // Time embedding, in reverse (timesteps and labels are not learned).
-        silu::backward(p, &self.emb.v, &self.temb.g, &self.emb.g);
-        if let (Some(labels), Some(table)) = (&self.class_labels, &self.class_embedding) {
-            class_embedding::backward(p, labels, &self.emb.g, &table.g);
-        }
-        self.linear_2.backward(p, &self.e1a.v, &self.emb.g, Some(&self.e1a.g));
-        silu::backward(p, &self.e1.v, &self.e1a.g, &self.e1.g);
-        self.linear_1.backward(p, &self.t_proj, &self.e1.g, None);
-        seeds
-    }
-
-    /// The last activation of the down path (the mid block's input).
-    fn down_output(&self) -> &Act {
-        let DownLevel { layers, downsample } = self.down.last().expect("down path");
-        match downsample {
-            Some((_, out)) => out,
-            None => layers.last().expect("layers").out(),
-        }
+        dropouts
     }
 }
