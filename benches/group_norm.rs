@@ -15,7 +15,7 @@
 //! kernels' cost, not counted as useful bandwidth.
 
 use ddpm_gpu::gpu::{Gpu, Plan, Tensor};
-use ddpm_gpu::ops::group_norm::{self, GroupNorm, Mapping};
+use ddpm_gpu::ops::group_norm::{self, Grads, GroupNorm, Mapping, Options, Tensors};
 use ddpm_gpu::ops::{elementwise, peak, silu};
 
 const REPS: usize = 5;
@@ -67,13 +67,34 @@ fn main() {
         let dy = random(&gpu, &[n, c, h * w], 4);
         let dx = gpu.zeros(&[n, c, h * w]);
         let (dgamma, dbeta) = (gpu.zeros(&[c]), gpu.zeros(&[c]));
+        let t = Tensors {
+            x: &x,
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            rstd: &rstd,
+        };
+        let g = Grads {
+            dy: &dy,
+            dx: &dx,
+            dgamma: &dgamma,
+            dbeta: &dbeta,
+        };
+        let plain = |m| Options {
+            silu: false,
+            mapping: Some(m),
+        };
+        let fused = |m| Options {
+            silu: true,
+            mapping: Some(m),
+        };
         for m in [Mapping::Workgroup, Mapping::Serial] {
             let mut p = Plan::new(&gpu);
-            group_norm::forward_with(&mut p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd);
+            group_norm::forward(&mut p, &s, plain(m), t, &y);
             let secs = peak::time_plan(&gpu, &p, REPS);
             report(&format!("group norm forward ({m:?})"), 8.0 * numel as f64, secs, copy);
             let mut p = Plan::new(&gpu);
-            group_norm::backward_with(&mut p, m, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dgamma, &dbeta);
+            group_norm::backward(&mut p, &s, plain(m), t, g);
             let secs = peak::time_plan(&gpu, &p, REPS);
             report(&format!("group norm backward ({m:?})"), 16.0 * numel as f64, secs, copy);
         }
@@ -81,12 +102,12 @@ fn main() {
         // The unfused pair's intermediate n = group_norm(x) and its gradient.
         let (n_tmp, dn_tmp) = (gpu.zeros(&[n, c, h * w]), gpu.zeros(&[n, c, h * w]));
         let mut p = Plan::new(&gpu);
-        group_norm::forward_with(&mut p, m, &s, &x, &gamma, &beta, &n_tmp, &mean, &rstd);
+        group_norm::forward(&mut p, &s, plain(m), t, &n_tmp);
         silu::forward(&mut p, &n_tmp, &y);
         let secs = peak::time_plan(&gpu, &p, REPS);
         report(&format!("gn, silu forward ({m:?})"), 8.0 * numel as f64, secs, copy);
         let mut p = Plan::new(&gpu);
-        group_norm::forward_silu_with(&mut p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd);
+        group_norm::forward(&mut p, &s, fused(m), t, &y);
         let secs = peak::time_plan(&gpu, &p, REPS);
         report(
             &format!("gn+silu fused forward ({m:?})"),
@@ -96,13 +117,11 @@ fn main() {
         );
         let mut p = Plan::new(&gpu);
         silu::backward(&mut p, &n_tmp, &dy, &dn_tmp);
-        group_norm::backward_with(&mut p, m, &s, &x, &gamma, &mean, &rstd, &dn_tmp, &dx, &dgamma, &dbeta);
+        group_norm::backward(&mut p, &s, plain(m), t, Grads { dy: &dn_tmp, ..g });
         let secs = peak::time_plan(&gpu, &p, REPS);
         report(&format!("silu, gn backward ({m:?})"), 16.0 * numel as f64, secs, copy);
         let mut p = Plan::new(&gpu);
-        group_norm::backward_silu_with(
-            &mut p, m, &s, &x, &gamma, &beta, &mean, &rstd, &dy, &dx, &dgamma, &dbeta,
-        );
+        group_norm::backward(&mut p, &s, fused(m), t, g);
         let secs = peak::time_plan(&gpu, &p, REPS);
         report(
             &format!("gn+silu fused backward ({m:?})"),

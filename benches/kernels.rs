@@ -46,7 +46,7 @@ use ddpm_gpu::model::{ParamTable, UNet, UNetConfig};
 use ddpm_gpu::ops::adam::{self, AdamParams};
 use ddpm_gpu::ops::attention::{self, Attention, AttentionBuffers, AttentionWeights};
 use ddpm_gpu::ops::conv2d::{self, Conv2d};
-use ddpm_gpu::ops::group_norm::{self, GroupNorm, Mapping};
+use ddpm_gpu::ops::group_norm::{self, Grads, GroupNorm, Mapping, Options, Tensors};
 use ddpm_gpu::ops::matmul::{matmul_ext, Extra, Matmul, Variant};
 use ddpm_gpu::ops::peak::{copy_gbps, peak_gflops, time_plan};
 use ddpm_gpu::ops::q_sample::{self, QSample};
@@ -114,7 +114,7 @@ enum Op {
         s: Conv2d,
         dx: bool,
     },
-    /// Group norm, fused with the SiLU after it when `silu` (`group_norm::forward_silu`).
+    /// Group norm, fused with the SiLU after it when `silu` (`group_norm::Options::silu`).
     Norm {
         a: Act,
         groups: usize,
@@ -728,20 +728,22 @@ impl Bench {
                 } else {
                     Mapping::Serial
                 };
-                let fwd = |p: &mut Plan, m| {
-                    if silu {
-                        group_norm::forward_silu_with(p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd)
-                    } else {
-                        group_norm::forward_with(p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd)
-                    }
+                let t = Tensors {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    mean: &mean,
+                    rstd: &rstd,
                 };
-                let bwd = |p: &mut Plan, m| {
-                    if silu {
-                        group_norm::backward_silu_with(p, m, &s, &x, &gamma, &beta, &mean, &rstd, &dy, &dx, &dg, &db)
-                    } else {
-                        group_norm::backward_with(p, m, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dg, &db)
-                    }
+                let g = Grads {
+                    dy: &dy,
+                    dx: &dx,
+                    dgamma: &dg,
+                    dbeta: &db,
                 };
+                let o = |m| Options { silu, mapping: Some(m) };
+                let fwd = |p: &mut Plan, m| group_norm::forward(p, &s, o(m), t, &y);
+                let bwd = |p: &mut Plan, m| group_norm::backward(p, &s, o(m), t, g);
                 let bytes = 4.0 * a.len() as f64;
                 let (fwd_name, bwd_name) = if silu {
                     ("group_norm+silu forward", "group_norm+silu backward")

@@ -1,11 +1,11 @@
-//! Fused group norm + SiLU (`group_norm::forward_silu` / `backward_silu`): GPU kernels (every
+//! Fused group norm + SiLU (`group_norm::forward` / `backward` with `Options::silu`): GPU kernels (every
 //! mapping) vs the CPU reference on awkward shapes, the backward accumulating into prefilled
 //! gradients; the reference backward vs finite differences. The plain group norm is tested in
 //! `tests/ops_norm.rs`.
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::group_norm::{self, GroupNorm, Mapping};
+use ddpm_gpu::ops::group_norm::{self, Grads, GroupNorm, Mapping, Options, Tensors};
 use ddpm_gpu::ops::silu;
 use ddpm_gpu::reference;
 
@@ -72,6 +72,27 @@ struct Bufs {
     dbeta: Tensor,
 }
 
+impl Bufs {
+    fn tensors(&self) -> Tensors<'_> {
+        Tensors {
+            x: &self.x,
+            gamma: &self.gamma,
+            beta: &self.beta,
+            mean: &self.mean,
+            rstd: &self.rstd,
+        }
+    }
+
+    fn grads(&self) -> Grads<'_> {
+        Grads {
+            dy: &self.da,
+            dx: &self.dx,
+            dgamma: &self.dgamma,
+            dbeta: &self.dbeta,
+        }
+    }
+}
+
 fn upload(gpu: &Gpu, s: &GroupNorm, d: &Data) -> Bufs {
     let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
     Bufs {
@@ -129,10 +150,12 @@ fn group_norm_silu_matches_reference_on_awkward_shapes() {
             let d = data(&s, 10 * i as u64);
             let b = upload(&gpu, &s, &d);
             let mut p = Plan::new(&gpu);
-            group_norm::forward_silu_with(&mut p, m, &s, &b.x, &b.gamma, &b.beta, &b.a, &b.mean, &b.rstd);
-            group_norm::backward_silu_with(
-                &mut p, m, &s, &b.x, &b.gamma, &b.beta, &b.mean, &b.rstd, &b.da, &b.dx, &b.dgamma, &b.dbeta,
-            );
+            let o = Options {
+                silu: true,
+                mapping: Some(m),
+            };
+            group_norm::forward(&mut p, &s, o, b.tensors(), &b.a);
+            group_norm::backward(&mut p, &s, o, b.tensors(), b.grads());
             p.run();
             compare(&format!("group_norm_silu {m:?} {s:?}"), &gpu, &s, &d, &b);
         }
@@ -141,16 +164,14 @@ fn group_norm_silu_matches_reference_on_awkward_shapes() {
 
 #[test]
 fn group_norm_silu_default_mapping_runs() {
-    // `forward_silu` / `backward_silu` pick the mapping from the adapter.
+    // `forward` / `backward` pick the mapping from the adapter when `Options` names none.
     let gpu = gpu();
     let s = gn(1, 6, 5 * 3, 2);
     let d = data(&s, 5);
     let b = upload(&gpu, &s, &d);
     let mut p = Plan::new(&gpu);
-    group_norm::forward_silu(&mut p, &s, &b.x, &b.gamma, &b.beta, &b.a, &b.mean, &b.rstd);
-    group_norm::backward_silu(
-        &mut p, &s, &b.x, &b.gamma, &b.beta, &b.mean, &b.rstd, &b.da, &b.dx, &b.dgamma, &b.dbeta,
-    );
+    group_norm::forward(&mut p, &s, Options::SILU, b.tensors(), &b.a);
+    group_norm::backward(&mut p, &s, Options::SILU, b.tensors(), b.grads());
     p.run();
     println!("default mapping on this adapter: {:?}", Mapping::for_adapter(&gpu));
     compare("group_norm_silu default", &gpu, &s, &d, &b);
@@ -169,17 +190,15 @@ fn group_norm_silu_equals_the_unfused_kernels() {
     let dn = gpu.zeros(&[s.n, s.c, s.hw]);
     let mut p = Plan::new(&gpu);
     let f = &fused;
-    group_norm::forward_silu(&mut p, &s, &f.x, &f.gamma, &f.beta, &f.a, &f.mean, &f.rstd);
-    group_norm::backward_silu(
-        &mut p, &s, &f.x, &f.gamma, &f.beta, &f.mean, &f.rstd, &f.da, &f.dx, &f.dgamma, &f.dbeta,
-    );
+    group_norm::forward(&mut p, &s, Options::SILU, f.tensors(), &f.a);
+    group_norm::backward(&mut p, &s, Options::SILU, f.tensors(), f.grads());
     let u = &plain;
-    group_norm::forward(&mut p, &s, &u.x, &u.gamma, &u.beta, &n, &u.mean, &u.rstd);
+    let plain_opts = Options::default();
+    group_norm::forward(&mut p, &s, plain_opts, u.tensors(), &n);
     silu::forward(&mut p, &n, &u.a);
     silu::backward(&mut p, &n, &u.da, &dn);
-    group_norm::backward(
-        &mut p, &s, &u.x, &u.gamma, &u.mean, &u.rstd, &dn, &u.dx, &u.dgamma, &u.dbeta,
-    );
+    let g = Grads { dy: &dn, ..u.grads() };
+    group_norm::backward(&mut p, &s, plain_opts, u.tensors(), g);
     p.run();
     for (what, a, b, tol) in [
         ("a", &f.a, &u.a, FWD_TOL),

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::group_norm::{self, GroupNorm, Mapping};
+use ddpm_gpu::ops::group_norm::{self, Grads, GroupNorm, Mapping, Options, Tensors};
 use ddpm_gpu::reference;
 
 const FWD_TOL: f64 = 2e-6;
@@ -63,8 +63,25 @@ fn check(m: Mapping, s: GroupNorm, seed: u64, offset: f32, fwd_tol: f64, bwd_tol
     let dgamma = gpu.tensor(&[s.c], &d.dgamma0);
     let dbeta = gpu.tensor(&[s.c], &d.dbeta0);
     let mut p = Plan::new(&gpu);
-    group_norm::forward_with(&mut p, m, &s, &x, &gamma, &beta, &y, &mean, &rstd);
-    group_norm::backward_with(&mut p, m, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dgamma, &dbeta);
+    let o = Options {
+        silu: false,
+        mapping: Some(m),
+    };
+    let t = Tensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        rstd: &rstd,
+    };
+    group_norm::forward(&mut p, &s, o, t, &y);
+    let g = Grads {
+        dy: &dy,
+        dx: &dx,
+        dgamma: &dgamma,
+        dbeta: &dbeta,
+    };
+    group_norm::backward(&mut p, &s, o, t, g);
     p.run();
 
     let (x64, g64) = (to_f64(&d.x), to_f64(&d.gamma));
@@ -155,8 +172,21 @@ fn group_norm_default_mapping_runs() {
     let (dy, dx) = (gpu.tensor(&[d.dy.len()], &d.dy), gpu.zeros(&[d.dy.len()]));
     let (dgamma, dbeta) = (gpu.zeros(&[s.c]), gpu.zeros(&[s.c]));
     let mut p = Plan::new(&gpu);
-    group_norm::forward(&mut p, &s, &x, &gamma, &beta, &y, &mean, &rstd);
-    group_norm::backward(&mut p, &s, &x, &gamma, &mean, &rstd, &dy, &dx, &dgamma, &dbeta);
+    let t = Tensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        rstd: &rstd,
+    };
+    let g = Grads {
+        dy: &dy,
+        dx: &dx,
+        dgamma: &dgamma,
+        dbeta: &dbeta,
+    };
+    group_norm::forward(&mut p, &s, Options::default(), t, &y);
+    group_norm::backward(&mut p, &s, Options::default(), t, g);
     p.run();
     println!("default mapping on this adapter: {:?}", Mapping::for_adapter(&gpu));
     let (x64, g64) = (to_f64(&d.x), to_f64(&d.gamma));

@@ -139,7 +139,8 @@ impl Builder<'_> {
         }
     }
 
-    fn norm(&mut self, name: &str, n: usize, c: usize, hw: usize) -> Result<Norm> {
+    /// A group norm over (n, c, hw), fused with the SiLU that follows when `silu`.
+    fn norm(&mut self, name: &str, [n, c, hw]: [usize; 3], silu: bool) -> Result<Norm> {
         let s = GroupNorm {
             n,
             c,
@@ -150,6 +151,7 @@ impl Builder<'_> {
         Ok(Norm {
             name: name.to_string(),
             s,
+            o: group_norm::Options { silu, mapping: None },
             gamma: self.param(&format!("{name}.weight")),
             beta: self.param(&format!("{name}.bias")),
             mean: self.tensor(&[s.n * s.groups])?,
@@ -207,7 +209,7 @@ impl Builder<'_> {
 
     fn norm_silu_layer(&mut self, name: &str, x: &Act) -> Result<Act> {
         let s = x.v.shape();
-        let norm = self.norm(name, s[0], s[1], s[2] * s[3])?;
+        let norm = self.norm(name, [s[0], s[1], s[2] * s[3]], true)?;
         let y = self.act(s)?;
         Ok(self.push(Layer::NormSilu { norm, x: x.clone(), y }))
     }
@@ -299,6 +301,8 @@ impl Conv {
 struct Norm {
     name: String,
     s: GroupNorm,
+    /// Whether the SiLU that follows is fused.
+    o: group_norm::Options,
     gamma: Param,
     beta: Param,
     mean: Tensor,
@@ -306,32 +310,32 @@ struct Norm {
 }
 
 impl Norm {
+    fn tensors<'a>(&'a self, x: &'a Tensor) -> group_norm::Tensors<'a> {
+        group_norm::Tensors {
+            x,
+            gamma: &self.gamma.w,
+            beta: &self.beta.w,
+            mean: &self.mean,
+            rstd: &self.rstd,
+        }
+    }
+
+    /// y = norm(x), or silu(norm(x)) fused when the norm was built so.
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
-        let (g, b) = (&self.gamma, &self.beta);
         p.within(&self.name, |p| {
-            group_norm::forward(p, &self.s, x, &g.w, &b.w, y, &self.mean, &self.rstd)
+            group_norm::forward(p, &self.s, self.o, self.tensors(x), y)
         });
     }
 
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: &Tensor) {
-        let (g, b) = (&self.gamma, &self.beta);
+        let g = group_norm::Grads {
+            dy,
+            dx,
+            dgamma: &self.gamma.g,
+            dbeta: &self.beta.g,
+        };
         p.within(&self.name, |p| {
-            group_norm::backward(p, &self.s, x, &g.w, &self.mean, &self.rstd, dy, dx, &g.g, &b.g)
-        });
-    }
-
-    /// a = silu(norm(x)), fused (the normalized values are not stored).
-    fn forward_silu(&self, p: &mut Plan, x: &Tensor, a: &Tensor) {
-        let (g, b) = (&self.gamma, &self.beta);
-        p.within(&self.name, |p| {
-            group_norm::forward_silu(p, &self.s, x, &g.w, &b.w, a, &self.mean, &self.rstd)
-        });
-    }
-
-    fn backward_silu(&self, p: &mut Plan, x: &Tensor, da: &Tensor, dx: &Tensor) {
-        let (g, b) = (&self.gamma, &self.beta);
-        p.within(&self.name, |p| {
-            group_norm::backward_silu(p, &self.s, x, &g.w, &b.w, &self.mean, &self.rstd, da, dx, &g.g, &b.g)
+            group_norm::backward(p, &self.s, self.o, self.tensors(x), g)
         });
     }
 }
@@ -411,10 +415,10 @@ impl ResBlock {
         };
         Ok(ResBlock {
             name: name.to_string(),
-            norm1: b.norm(&format!("{name}.norm1"), n, c_in, h * w)?,
+            norm1: b.norm(&format!("{name}.norm1"), [n, c_in, h * w], true)?,
             conv1: b.conv(&format!("{name}.conv1"), conv3(x.v.shape(), c_out)),
             time_emb_proj: b.linear(&format!("{name}.time_emb_proj"), n, temb_dim, c_out),
-            norm2: b.norm(&format!("{name}.norm2"), n, c_out, h * w)?,
+            norm2: b.norm(&format!("{name}.norm2"), [n, c_out, h * w], true)?,
             conv2: b.conv(&format!("{name}.conv2"), conv3(&[n, c_out, h, w], c_out)),
             shortcut: (c_in != c_out).then(|| {
                 b.conv(
@@ -452,11 +456,11 @@ impl ResBlock {
 
     fn record_forward(&self, p: &mut Plan, x: &Act, temb: &Act, dropouts: &mut Vec<DropoutKernel>) {
         let (n, c) = (self.norm2.s.n, self.norm2.s.c);
-        self.norm1.forward_silu(p, &x.v, &self.a1.v);
+        self.norm1.forward(p, &x.v, &self.a1.v);
         self.conv1.forward(p, &self.a1.v, &self.h1);
         self.time_emb_proj.forward(p, &temb.v, &self.tp.v);
         elementwise::add_channel_bias(p, n, c, self.hw(), &self.h1, &self.tp.v, &self.h1b.v);
-        self.norm2.forward_silu(p, &self.h1b.v, &self.a2.v);
+        self.norm2.forward(p, &self.h1b.v, &self.a2.v);
         let pre_conv2 = match &self.dropout {
             Some(d) => {
                 let kernel = dropout::forward(p, d.prob, &self.a2.v, &d.out.v, 0);
@@ -497,12 +501,12 @@ impl ResBlock {
             let kernel = dropout::backward(p, d.prob, d.out.g(), self.a2.g(), 0);
             dropouts.push(d.kernel(kernel));
         }
-        self.norm2.backward_silu(p, &self.h1b.v, self.a2.g(), self.h1b.g());
+        self.norm2.backward(p, &self.h1b.v, self.a2.g(), self.h1b.g());
         // h1b = h1 + tp[n, c]: h1's gradient is h1b's; tp's is its sum over pixels.
         elementwise::add_channel_bias_backward(p, n, c, self.hw(), self.h1b.g(), self.tp.g());
         self.time_emb_proj.backward(p, &temb.v, self.tp.g(), Some(temb.g()));
         self.conv1.backward(p, &self.a1.v, self.h1b.g(), Some(self.a1.g()));
-        self.norm1.backward_silu(p, &x.v, self.a1.g(), x.g());
+        self.norm1.backward(p, &x.v, self.a1.g(), x.g());
     }
 }
 
@@ -595,7 +599,7 @@ impl AttnBlock {
         };
         Ok(AttnBlock {
             name: name.to_string(),
-            norm: b.norm(&format!("{name}.group_norm"), n, c, t)?,
+            norm: b.norm(&format!("{name}.group_norm"), [n, c, t], false)?,
             s,
             q: pair(b, "to_q"),
             k: pair(b, "to_k"),
@@ -755,7 +759,7 @@ impl Layer {
                 class_embedding::forward(p, labels, &table.w, &emb.v, true)
             }),
             Layer::Conv { conv, x, y } => conv.forward(p, &x.v, &y.v),
-            Layer::NormSilu { norm, x, y } => norm.forward_silu(p, &x.v, &y.v),
+            Layer::NormSilu { norm, x, y } => norm.forward(p, &x.v, &y.v),
             Layer::Res { block, x, temb } => block.forward(p, x, temb, dropouts),
             Layer::Attn { block, x } => block.forward(p, x),
             Layer::Concat { name, h, skip, y } => p.within(name, |p| {
@@ -780,7 +784,7 @@ impl Layer {
                 class_embedding::backward(p, labels, emb.g(), &table.g)
             }),
             Layer::Conv { conv, x, y } => conv.backward(p, &x.v, y.g(), x.g.as_ref()),
-            Layer::NormSilu { norm, x, y } => norm.backward_silu(p, &x.v, y.g(), x.g()),
+            Layer::NormSilu { norm, x, y } => norm.backward(p, &x.v, y.g(), x.g()),
             Layer::Res { block, x, temb } => block.backward(p, x, temb, dropouts),
             Layer::Attn { block, x } => block.backward(p, x),
             Layer::Concat { name, h, skip, y } => p.within(name, |p| {

@@ -4,13 +4,14 @@
 //! workgroup per (sample, group) with a tree reduction, [`Mapping::Subgroup`], the same with
 //! subgroup operations (adapters with `wgpu::Features::SUBGROUP` only, see [`Mapping::candidates`]),
 //! and [`Mapping::Serial`], one invocation per (sample, group) with no barriers. [`forward`] /
-//! [`backward`] choose with [`Mapping::for_adapter`].
+//! [`backward`] record the mapping [`Options::mapping`] names, else the one tuned for the shape,
+//! else [`Mapping::for_adapter`].
 //!
-//! [`forward_silu`] / [`backward_silu`] are the same kernels fused with the SiLU that follows the
-//! norm in the U-Net: the forward writes a = silu(group_norm(x)) only, and the backward takes
-//! ∂L/∂a and recomputes group_norm(x) from x and the saved statistics, so neither the normalized
-//! tensor nor separate SiLU passes exist. Unfused, `forward` then `silu::forward` is the readable
-//! equivalent (both are tested against the same reference).
+//! With [`Options::silu`] the same kernels are fused with the SiLU that follows the norm in the
+//! U-Net: the forward writes a = silu(group_norm(x)) only, and the backward takes ∂L/∂a and
+//! recomputes group_norm(x) from x and the saved statistics, so neither the normalized tensor nor
+//! separate SiLU passes exist. Unfused, `forward` then `silu::forward` is the readable equivalent
+//! (both are tested against the same reference).
 
 use crate::gpu::{grid_1d, Gpu, Plan, Shader, Tensor};
 use crate::shader;
@@ -147,6 +148,14 @@ impl GroupNorm {
         }
     }
 
+    fn check_tensors(&self, t: &Tensors) {
+        self.check("x", t.x, self.n * self.c * self.hw);
+        self.check("gamma", t.gamma, self.c);
+        self.check("beta", t.beta, self.c);
+        self.check("mean", t.mean, self.n * self.groups);
+        self.check("rstd", t.rstd, self.n * self.groups);
+    }
+
     fn check(&self, what: &str, t: &Tensor, len: usize) {
         assert_eq!(
             t.len(),
@@ -157,94 +166,60 @@ impl GroupNorm {
     }
 }
 
-/// y = (x − μ)·rstd·γ + β per (sample, group); writes y, and mean and rstd (n·groups) for the
-/// backward.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    p: &mut Plan,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    y: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-) {
-    let m = Mapping::chosen(&p.gpu, false, false, s);
-    forward_with(p, m, s, x, gamma, beta, y, mean, rstd);
+/// One group norm's tensors: its input, its affine parameters, and the statistics the forward
+/// saves for the backward (mean and rstd, n·groups each).
+#[derive(Clone, Copy)]
+pub struct Tensors<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub mean: &'a Tensor,
+    pub rstd: &'a Tensor,
 }
 
-/// [`forward`] with an explicit [`Mapping`].
-#[allow(clippy::too_many_arguments)]
-pub fn forward_with(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    y: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-) {
-    record_forward(p, m, s, false, x, gamma, beta, y, mean, rstd);
+/// The backward's gradients: `dy` (∂L/∂y, or ∂L/∂a with the fused SiLU) is read; `dx`, `dgamma`
+/// and `dbeta` accumulate.
+#[derive(Clone, Copy)]
+pub struct Grads<'a> {
+    pub dy: &'a Tensor,
+    pub dx: &'a Tensor,
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
 }
 
-/// a = silu((x − μ)·rstd·γ + β) per (sample, group), one pass fused: writes a, and mean and rstd
-/// (n·groups) for [`backward_silu`]. The normalized tensor itself is not written.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_silu(
-    p: &mut Plan,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    a: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-) {
-    let m = Mapping::chosen(&p.gpu, false, true, s);
-    forward_silu_with(p, m, s, x, gamma, beta, a, mean, rstd);
+/// How a group norm is recorded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Fuse the SiLU that follows the norm: the forward writes a = silu(y), not y, and the
+    /// backward takes ∂L/∂a and recomputes y from x and the saved statistics.
+    pub silu: bool,
+    /// The kernels; `None` takes the mapping tuned for this shape on this adapter, else
+    /// [`Mapping::for_adapter`].
+    pub mapping: Option<Mapping>,
 }
 
-/// [`forward_silu`] with an explicit [`Mapping`].
-#[allow(clippy::too_many_arguments)]
-pub fn forward_silu_with(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    a: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-) {
-    record_forward(p, m, s, true, x, gamma, beta, a, mean, rstd);
+impl Options {
+    /// Group norm then SiLU in one pass, on the chosen mapping.
+    pub const SILU: Options = Options {
+        silu: true,
+        mapping: None,
+    };
+
+    fn mapping(&self, gpu: &Gpu, backward: bool, s: &GroupNorm) -> Mapping {
+        self.mapping
+            .unwrap_or_else(|| Mapping::chosen(gpu, backward, self.silu, s))
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_forward(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    silu: bool,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    y: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-) {
-    let params = s.params(silu);
+/// y = (x − μ)·rstd·γ + β per (sample, group), or a = silu(y) with [`Options::silu`] (y itself is
+/// then not written); writes `y` and the saved mean and rstd.
+pub fn forward(p: &mut Plan, s: &GroupNorm, o: Options, t: Tensors, y: &Tensor) {
+    let m = o.mapping(&p.gpu, false, s);
+    let params = s.params(o.silu);
     let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
-    s.check("x", x, numel);
+    s.check_tensors(&t);
     s.check("y", y, numel);
-    s.check("gamma", gamma, s.c);
-    s.check("beta", beta, s.c);
-    s.check("mean", mean, stats);
-    s.check("rstd", rstd, stats);
-    let bindings = [(1, x), (2, gamma), (3, beta), (4, y), (5, mean), (6, rstd)];
+    let bindings = [(1, t.x), (2, t.gamma), (3, t.beta), (4, y), (5, t.mean), (6, t.rstd)];
     let (sh, suffix) = kernels(&p.gpu, m);
     // Serial: one invocation per (sample, group); the others one workgroup each.
     let per_workgroup = if m == Mapping::Serial { WG_SERIAL } else { 1 };
@@ -257,125 +232,28 @@ fn record_forward(
     );
 }
 
-/// dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given dy = ∂L/∂y and the saved mean and rstd.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    p: &mut Plan,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    dy: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-) {
-    let m = Mapping::chosen(&p.gpu, true, false, s);
-    backward_with(p, m, s, x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
-}
-
-/// [`backward`] with an explicit [`Mapping`]. Two kernels: dx per (sample, group), then the
-/// parameter gradients per channel (`Serial`: from per-(sample, channel) sums the dx kernel leaves
-/// in a small scratch tensor, allocated here when the plan is built).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_with(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    dy: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-) {
-    // The kernels use β only for the fused SiLU: `gamma` fills its binding here, its values unused.
-    record_backward(p, m, s, false, x, gamma, gamma, mean, rstd, dy, dx, dgamma, dbeta);
-}
-
-/// The backward of [`forward_silu`]: dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given
-/// da = ∂L/∂a and the saved mean and rstd (the normalized values are recomputed from x).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_silu(
-    p: &mut Plan,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    da: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-) {
-    let m = Mapping::chosen(&p.gpu, true, true, s);
-    backward_silu_with(p, m, s, x, gamma, beta, mean, rstd, da, dx, dgamma, dbeta);
-}
-
-/// [`backward_silu`] with an explicit [`Mapping`] (the same two kernels as [`backward_with`]).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_silu_with(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    da: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-) {
-    s.check("beta", beta, s.c);
-    record_backward(p, m, s, true, x, gamma, beta, mean, rstd, da, dx, dgamma, dbeta);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record_backward(
-    p: &mut Plan,
-    m: Mapping,
-    s: &GroupNorm,
-    silu: bool,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    dy: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-) {
-    let params = s.params(silu);
-    let (numel, stats) = (s.n * s.c * s.hw, s.n * s.groups);
-    s.check("x", x, numel);
-    s.check("dy", dy, numel);
-    s.check("dx", dx, numel);
-    s.check("gamma", gamma, s.c);
-    s.check("dgamma", dgamma, s.c);
-    s.check("dbeta", dbeta, s.c);
-    s.check("mean", mean, stats);
-    s.check("rstd", rstd, stats);
-    let dx_bindings = [(1, x), (2, gamma), (3, beta), (7, mean), (8, rstd), (9, dy), (10, dx)];
+/// dx += ∂L/∂x, dgamma += ∂L/∂γ, dbeta += ∂L/∂β given `g.dy` and the saved mean and rstd. Two
+/// kernels: dx per (sample, group), then the parameter gradients per channel (`Serial`: from
+/// per-(sample, channel) sums the dx kernel leaves in a small scratch tensor, allocated here when
+/// the plan is built).
+pub fn backward(p: &mut Plan, s: &GroupNorm, o: Options, t: Tensors, g: Grads) {
+    let m = o.mapping(&p.gpu, true, s);
+    let params = s.params(o.silu);
+    let numel = s.n * s.c * s.hw;
+    s.check_tensors(&t);
+    s.check("dy", g.dy, numel);
+    s.check("dx", g.dx, numel);
+    s.check("dgamma", g.dgamma, s.c);
+    s.check("dbeta", g.dbeta, s.c);
+    let stats = s.n * s.groups;
+    let saved = [(1, t.x), (2, t.gamma), (3, t.beta), (7, t.mean), (8, t.rstd), (9, g.dy)];
+    let mut dx_bindings = saved.to_vec();
+    dx_bindings.push((10, g.dx));
     let (sh, suffix) = kernels(&p.gpu, m);
     match m {
         Mapping::Workgroup | Mapping::Subgroup => {
-            let param_bindings = [
-                (1, x),
-                (2, gamma),
-                (3, beta),
-                (7, mean),
-                (8, rstd),
-                (9, dy),
-                (11, dgamma),
-                (12, dbeta),
-            ];
+            let mut param_bindings = saved.to_vec();
+            param_bindings.extend([(11, g.dgamma), (12, g.dbeta)]);
             p.kernel(
                 &sh,
                 &format!("backward_dx{suffix}"),
@@ -394,7 +272,6 @@ fn record_backward(
         Mapping::Serial => {
             // Per-(sample, channel) (Σ dn·x̂, Σ dn), made once when the plan is built.
             let partial = p.gpu.zeros(&[s.n, s.c, 2]);
-            let mut dx_bindings = dx_bindings.to_vec();
             dx_bindings.push((13, &partial));
             p.kernel(
                 &sh,
@@ -407,7 +284,7 @@ fn record_backward(
                 &sh,
                 "backward_params_serial",
                 &params,
-                &[(14, &partial), (11, dgamma), (12, dbeta)],
+                &[(14, &partial), (11, g.dgamma), (12, g.dbeta)],
                 grid_1d(s.c, WG_SERIAL),
             );
         }

@@ -231,20 +231,34 @@ impl Case {
                 silu,
                 shape: s,
             } => {
-                let m: Mapping = serde_json::from_str(variant)?;
-                let (x, y) = (zeros(s.n * s.c * s.hw), zeros(s.n * s.c * s.hw));
+                let o = group_norm::Options {
+                    silu: *silu,
+                    mapping: Some(serde_json::from_str(variant)?),
+                };
+                let (x, y, dx) = (
+                    zeros(s.n * s.c * s.hw),
+                    zeros(s.n * s.c * s.hw),
+                    zeros(s.n * s.c * s.hw),
+                );
                 let (gamma, beta, dgamma, dbeta) = (zeros(s.c), zeros(s.c), zeros(s.c), zeros(s.c));
                 let (mean, rstd) = (zeros(s.n * s.groups), zeros(s.n * s.groups));
-                let dx = zeros(s.n * s.c * s.hw);
-                match (backward, silu) {
-                    (false, false) => group_norm::forward_with(&mut p, m, s, &x, &gamma, &beta, &y, &mean, &rstd),
-                    (false, true) => group_norm::forward_silu_with(&mut p, m, s, &x, &gamma, &beta, &y, &mean, &rstd),
-                    (true, false) => {
-                        group_norm::backward_with(&mut p, m, s, &x, &gamma, &mean, &rstd, &y, &dx, &dgamma, &dbeta)
-                    }
-                    (true, true) => group_norm::backward_silu_with(
-                        &mut p, m, s, &x, &gamma, &beta, &mean, &rstd, &y, &dx, &dgamma, &dbeta,
-                    ),
+                let t = group_norm::Tensors {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    mean: &mean,
+                    rstd: &rstd,
+                };
+                if *backward {
+                    let g = group_norm::Grads {
+                        dy: &y,
+                        dx: &dx,
+                        dgamma: &dgamma,
+                        dbeta: &dbeta,
+                    };
+                    group_norm::backward(&mut p, s, o, t, g);
+                } else {
+                    group_norm::forward(&mut p, s, o, t, &y);
                 }
             }
             Case::BiasSum { outer, channels, inner } => {

@@ -26,7 +26,7 @@ use safetensors::SafeTensors;
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::ops::adam::{self, AdamParams};
 use crate::ops::conv2d::{self, Conv2d};
-use crate::ops::group_norm::{self, GroupNorm};
+use crate::ops::group_norm::{self, GroupNorm, Options};
 use crate::ops::{cross_entropy, elementwise, linear, pool, reduce};
 
 /// (output channels, stride) of each 3×3 convolution; the last width is the feature dimension.
@@ -207,21 +207,23 @@ impl Net {
         }
     }
 
+    /// Layer `i`'s group norm: its input, parameters (in `w`) and saved statistics.
+    fn norm_tensors<'a>(&'a self, i: usize, w: &'a [Tensor]) -> group_norm::Tensors<'a> {
+        group_norm::Tensors {
+            x: &self.h[i],
+            gamma: &w[3 * i + 1],
+            beta: &w[3 * i + 2],
+            mean: &self.mean[i],
+            rstd: &self.rstd[i],
+        }
+    }
+
     /// Record the forward pass up to the logits; `w` are the parameter views.
     fn forward(&self, p: &mut Plan, w: &[Tensor]) {
         let mut input = &self.x;
         for i in 0..L {
             conv2d::forward(p, &self.convs[i], input, &w[3 * i], None, &self.h[i]);
-            group_norm::forward_silu(
-                p,
-                &self.norms[i],
-                &self.h[i],
-                &w[3 * i + 1],
-                &w[3 * i + 2],
-                &self.a[i],
-                &self.mean[i],
-                &self.rstd[i],
-            );
+            group_norm::forward(p, &self.norms[i], Options::SILU, self.norm_tensors(i, w), &self.a[i]);
             input = &self.a[i];
         }
         pool::global_avg_forward(
@@ -270,19 +272,13 @@ impl Net {
             &grads.da[L - 1],
         );
         for i in (0..L).rev() {
-            group_norm::backward_silu(
-                p,
-                &self.norms[i],
-                &self.h[i],
-                &w[3 * i + 1],
-                &w[3 * i + 2],
-                &self.mean[i],
-                &self.rstd[i],
-                &grads.da[i],
-                &grads.dh[i],
-                &dw[3 * i + 1],
-                &dw[3 * i + 2],
-            );
+            let g = group_norm::Grads {
+                dy: &grads.da[i],
+                dx: &grads.dh[i],
+                dgamma: &dw[3 * i + 1],
+                dbeta: &dw[3 * i + 2],
+            };
+            group_norm::backward(p, &self.norms[i], Options::SILU, self.norm_tensors(i, w), g);
             let input = if i == 0 { &self.x } else { &self.a[i - 1] };
             conv2d::backward_weight(p, &self.convs[i], input, &grads.dh[i], &dw[3 * i]);
             if i > 0 {
