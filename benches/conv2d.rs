@@ -95,9 +95,9 @@ fn main() {
         let chosen = Choice::for_adapter(&gpu, &s);
         let fixed = Variant::Tiled { tile_c: 16 };
         let pass = |i: usize, v: Variant, p: &mut Plan| match i {
-            0 => conv2d::forward_with(p, v, &s, &x, &w, Some(&b), &y),
-            1 => conv2d::backward_input_with(p, v, &s, &dy, &w, &dx),
-            _ => conv2d::backward_weight_with(p, v, &s, &x, &dy, &dw),
+            0 => conv2d::forward(p, &s, Some(v), &x, &w, Some(&b), &y),
+            1 => conv2d::backward_input(p, &s, Some(v), &dy, &w, &dx),
+            _ => conv2d::backward_weight(p, &s, Some(v), &x, &dy, &dw),
         };
         for (i, name) in ["forward", "backward_input", "backward_weight"].into_iter().enumerate() {
             if i == 1 && !needs_dx {

@@ -615,7 +615,7 @@ impl Bench {
                     &shape,
                     count,
                     f,
-                    &|p| conv2d::forward(p, &s, &x, &w, Some(&b), &y),
+                    &|p| conv2d::forward(p, &s, None, &x, &w, Some(&b), &y),
                     naive.then_some(&fwd_naive as Record),
                 );
                 if dx {
@@ -625,7 +625,7 @@ impl Bench {
                         &shape,
                         count,
                         f,
-                        &|p| conv2d::backward_input(p, &s, &dy, &w, &dxt),
+                        &|p| conv2d::backward_input(p, &s, None, &dy, &w, &dxt),
                         naive.then_some(&bi_naive as Record),
                     );
                 }
@@ -635,7 +635,7 @@ impl Bench {
                     &shape,
                     count,
                     f,
-                    &|p| conv2d::backward_weight(p, &s, &x, &dy, &dw),
+                    &|p| conv2d::backward_weight(p, &s, None, &x, &dy, &dw),
                     naive.then_some(&bw_naive as Record),
                 );
                 self.row(
@@ -650,7 +650,7 @@ impl Bench {
                     ),
                     count,
                     Work::Bytes(4.0 * dy.len() as f64),
-                    &|p| conv2d::backward_bias(p, &s, &dy, &db),
+                    &|p| conv2d::backward_bias(p, &s, None, &dy, &db),
                     None,
                 );
             }
@@ -672,12 +672,23 @@ impl Bench {
                     ..Extra::default()
                 };
                 let fwd_naive = |p: &mut Plan| matmul_ext(p, &fwd_spec, &bias, Some(Variant::Naive), &x, &w, &y);
+                let lin = linear::Linear { rows, inp, out };
+                let tensors = linear::Tensors {
+                    x: &x,
+                    w: &w,
+                    b: Some(&b),
+                };
+                let grads = linear::Grads {
+                    dx: dx.then_some(&dxt),
+                    dw: &dw,
+                    db: Some(&db),
+                };
                 self.row(
                     "linear forward",
                     &shape,
                     count,
                     Work::Flops(flops),
-                    &|p| linear::forward(p, rows, inp, out, &x, &w, Some(&b), &y),
+                    &|p| linear::forward(p, &lin, tensors, &y),
                     Some(&fwd_naive),
                 );
                 // The products linear::backward records, with the naive kernel.
@@ -697,14 +708,14 @@ impl Bench {
                         ..Matmul::new(1, out, rows, inp)
                     };
                     matmul_ext(p, &s, &none, Some(Variant::Naive), &dy, &x, &dw);
-                    linear::bias_backward(p, rows, out, 1, &dy, &db);
+                    linear::bias_backward(p, [rows, out, 1], None, &dy, &db);
                 };
                 self.row(
                     "linear backward",
                     &format!("{shape}{}", if dx { "" } else { " (no dx)" }),
                     count,
                     Work::Flops(flops * if dx { 2.0 } else { 1.0 }),
-                    &|p| linear::backward(p, rows, inp, out, &x, &w, &dy, dx.then_some(&dxt), &dw, Some(&db)),
+                    &|p| linear::backward(p, &lin, tensors, &dy, grads),
                     Some(&bwd_naive),
                 );
             }
@@ -803,15 +814,18 @@ impl Bench {
                     &shape,
                     count,
                     Work::Bytes(2.0 * bytes),
-                    &|p| elementwise::add_channel_bias(p, a.n, a.c, a.hw(), &x, &v, &y),
-                    Some(&|p| elementwise::add_channel_bias_flat(p, a.n, a.c, a.hw(), &x, &v, &y)),
+                    &|p| elementwise::add_channel_bias(p, [a.n, a.c, a.hw()], None, &x, &v, &y),
+                    Some(&|p| {
+                        let flat = Some(elementwise::BiasMapping::Flat);
+                        elementwise::add_channel_bias(p, [a.n, a.c, a.hw()], flat, &x, &v, &y)
+                    }),
                 );
                 self.row(
                     "add_channel_bias backward",
                     &shape,
                     count,
                     Work::Bytes(bytes),
-                    &|p| elementwise::add_channel_bias_backward(p, a.n, a.c, a.hw(), &x, &dv),
+                    &|p| elementwise::add_channel_bias_backward(p, [a.n, a.c, a.hw()], &x, &dv),
                     None,
                 );
             }
@@ -897,21 +911,23 @@ impl Bench {
                 let (d1, d2) = (zeros(&[n, c1, hw]), zeros(&[n, c2, hw]));
                 let shape = format!("[{n}, {c1}+{c2}, {side}, {side}]");
                 let bytes = 4.0 * y.len() as f64;
+                let s = concat::Concat { n, c1, c2, hw };
+                use concat::Mapping;
                 self.row(
                     "concat forward",
                     &shape,
                     count,
                     Work::Bytes(2.0 * bytes),
-                    &|p| concat::forward(p, n, c1, c2, hw, &x1, &x2, &y),
-                    Some(&|p| concat::forward_flat(p, n, c1, c2, hw, &x1, &x2, &y)),
+                    &|p| concat::forward(p, &s, None, &x1, &x2, &y),
+                    Some(&|p| concat::forward(p, &s, Some(Mapping::Flat), &x1, &x2, &y)),
                 );
                 self.row(
                     "concat backward",
                     &shape,
                     count,
                     Work::Bytes(3.0 * bytes),
-                    &|p| concat::backward(p, n, c1, c2, hw, &y, &d1, &d2),
-                    Some(&|p| concat::backward_flat(p, n, c1, c2, hw, &y, &d1, &d2)),
+                    &|p| concat::backward(p, &s, None, &y, &d1, &d2),
+                    Some(&|p| concat::backward(p, &s, Some(Mapping::Flat), &y, &d1, &d2)),
                 );
             }
             Op::Upsample(a) => {

@@ -110,25 +110,25 @@ fn check_shapes(name: &str, run: Run, cases: &[Conv2d]) {
         let mut p = Plan::new(&gpu);
         let tag = match &run {
             Run::Public => {
-                conv2d::forward(&mut p, s, &tx, &tw, Some(&tb), &ty);
-                conv2d::forward(&mut p, s, &tx, &tw, None, &ty_nb);
-                conv2d::backward_input(&mut p, s, &tdy, &tw, &tdx);
-                conv2d::backward_weight(&mut p, s, &tx, &tdy, &tdw);
+                conv2d::forward(&mut p, s, None, &tx, &tw, Some(&tb), &ty);
+                conv2d::forward(&mut p, s, None, &tx, &tw, None, &ty_nb);
+                conv2d::backward_input(&mut p, s, None, &tdy, &tw, &tdx);
+                conv2d::backward_weight(&mut p, s, None, &tx, &tdy, &tdw);
                 format!("{name} {s:?}")
             }
             Run::With(choose) => {
                 let c = choose(s);
-                conv2d::forward_with(&mut p, c.forward, s, &tx, &tw, Some(&tb), &ty);
-                conv2d::forward_with(&mut p, c.forward, s, &tx, &tw, None, &ty_nb);
-                conv2d::backward_input_with(&mut p, c.backward_input, s, &tdy, &tw, &tdx);
-                conv2d::backward_weight_with(&mut p, c.backward_weight, s, &tx, &tdy, &tdw);
+                conv2d::forward(&mut p, s, Some(c.forward), &tx, &tw, Some(&tb), &ty);
+                conv2d::forward(&mut p, s, Some(c.forward), &tx, &tw, None, &ty_nb);
+                conv2d::backward_input(&mut p, s, Some(c.backward_input), &tdy, &tw, &tdx);
+                conv2d::backward_weight(&mut p, s, Some(c.backward_weight), &tx, &tdy, &tdw);
                 format!("{name} {c:?} {s:?}")
             }
         };
         // The bias gradient both ways (it has no variant of its own in `Choice`).
         let tdb_wg = gpu.tensor(&[s.c_out], &d.db0);
-        conv2d::backward_bias_with(&mut p, BiasSum::Serial, s, &tdy, &tdb);
-        conv2d::backward_bias_with(&mut p, BiasSum::Workgroup, s, &tdy, &tdb_wg);
+        conv2d::backward_bias(&mut p, s, Some(BiasSum::Serial), &tdy, &tdb);
+        conv2d::backward_bias(&mut p, s, Some(BiasSum::Workgroup), &tdy, &tdb_wg);
         p.run();
 
         let (x, w, b, dy) = (to_f64(&d.x), to_f64(&d.w), to_f64(&d.b), to_f64(&d.dy));
@@ -237,7 +237,7 @@ fn shared_split_is_refused_by_forward() {
     let w = gpu.tensor(&[5, 3, 3, 3], &random(135, 2));
     let y = gpu.tensor(&[1, 5, 5, 7], &random(175, 3));
     let mut p = Plan::new(&gpu);
-    conv2d::forward_with(&mut p, Variant::SharedSplit { splits: 4 }, &s, &x, &w, None, &y);
+    conv2d::forward(&mut p, &s, Some(Variant::SharedSplit { splits: 4 }), &x, &w, None, &y);
 }
 
 /// What a CPU adapter and a discrete GPU would run, whatever adapter runs the tests.
@@ -303,9 +303,9 @@ fn backward_accumulates_across_runs() {
     let tdw = gpu.tensor(&[s.c_out, s.c_in, 3, 3], &d.dw0);
     let tdb = gpu.tensor(&[s.c_out], &d.db0);
     let mut p = Plan::new(&gpu);
-    conv2d::backward_input(&mut p, &s, &tdy, &tw, &tdx);
-    conv2d::backward_weight(&mut p, &s, &tx, &tdy, &tdw);
-    conv2d::backward_bias(&mut p, &s, &tdy, &tdb);
+    conv2d::backward_input(&mut p, &s, None, &tdy, &tw, &tdx);
+    conv2d::backward_weight(&mut p, &s, None, &tx, &tdy, &tdw);
+    conv2d::backward_bias(&mut p, &s, None, &tdy, &tdb);
     p.run();
     p.run();
     let (dx, dw, db) = reference::conv2d::backward(&s, &to_f64(&d.x), &to_f64(&d.w), &to_f64(&d.dy));

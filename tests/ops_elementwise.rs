@@ -112,12 +112,9 @@ fn add_channel_bias_forward_and_backward_match_reference() {
         );
         let (tdy, tdv) = (gpu.tensor(&[n, c, hw], &dy), gpu.tensor(&[n, c], &dv0));
         let mut p = Plan::new(&gpu);
-        if flat {
-            ops::elementwise::add_channel_bias_flat(&mut p, n, c, hw, &tx, &tv, &ty);
-        } else {
-            ops::elementwise::add_channel_bias(&mut p, n, c, hw, &tx, &tv, &ty);
-        }
-        ops::elementwise::add_channel_bias_backward(&mut p, n, c, hw, &tdy, &tdv);
+        let m = flat.then_some(ops::elementwise::BiasMapping::Flat);
+        ops::elementwise::add_channel_bias(&mut p, [n, c, hw], m, &tx, &tv, &ty);
+        ops::elementwise::add_channel_bias_backward(&mut p, [n, c, hw], &tdy, &tdv);
         p.run();
         let want_y = reference::elementwise::add_channel_bias(n, c, hw, &to_f64(&x), &to_f64(&v));
         let want_dv = plus(
@@ -193,13 +190,11 @@ fn concat_forward_and_backward_match_reference() {
             gpu.tensor(&[n, c2, hw], &db0),
         );
         let mut p = Plan::new(&gpu);
-        if flat {
-            ops::concat::forward_flat(&mut p, n, c1, c2, hw, &ta, &tb, &ty);
-            ops::concat::backward_flat(&mut p, n, c1, c2, hw, &tdy, &tda, &tdb);
-        } else {
-            ops::concat::forward(&mut p, n, c1, c2, hw, &ta, &tb, &ty);
-            ops::concat::backward(&mut p, n, c1, c2, hw, &tdy, &tda, &tdb);
-        }
+        // The flat mapping, or the default (the run mapping: tests leave tuning off).
+        let m = flat.then_some(ops::concat::Mapping::Flat);
+        let s = ops::concat::Concat { n, c1, c2, hw };
+        ops::concat::forward(&mut p, &s, m, &ta, &tb, &ty);
+        ops::concat::backward(&mut p, &s, m, &tdy, &tda, &tdb);
         p.run();
         let what = format!("concat{} ({n},{c1}+{c2},{hw})", if flat { " flat" } else { "" });
         let want_y = reference::concat::forward(n, c1, c2, hw, &to_f64(&a), &to_f64(&b));

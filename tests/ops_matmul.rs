@@ -226,8 +226,23 @@ fn linear_forward_and_backward_match_reference() {
         let (tdx, tdw, tdb, ty) = (t(&dx0), t(&dw0), t(&db0), gpu.zeros(&[rows * out_f]));
         let mut p = Plan::new(&gpu);
         let tb_opt = bias.then_some(&tb);
-        ops::linear::forward(&mut p, rows, in_f, out_f, &tx, &tw, tb_opt, &ty);
-        ops::linear::backward(&mut p, rows, in_f, out_f, &tx, &tw, &tdy, Some(&tdx), &tdw, Some(&tdb));
+        let s = ops::linear::Linear {
+            rows,
+            inp: in_f,
+            out: out_f,
+        };
+        let tensors = ops::linear::Tensors {
+            x: &tx,
+            w: &tw,
+            b: tb_opt,
+        };
+        ops::linear::forward(&mut p, &s, tensors, &ty);
+        let g = ops::linear::Grads {
+            dx: Some(&tdx),
+            dw: &tdw,
+            db: Some(&tdb),
+        };
+        ops::linear::backward(&mut p, &s, tensors, &tdy, g);
         p.run();
         let (xf, wf, bf) = (to_f64(&x), to_f64(&w), to_f64(&b));
         let want_y = reference::linear::forward(rows, in_f, out_f, &xf, &wf, bias.then_some(&bf[..]));
@@ -263,7 +278,7 @@ fn bias_gradient_mappings_match_reference() {
         for m in [BiasSum::Serial, BiasSum::Workgroup] {
             let (tdy, tdb) = (gpu.tensor(&[dy.len()], &dy), gpu.tensor(&[channels], &db0));
             let mut p = Plan::new(&gpu);
-            ops::linear::bias_backward_with(&mut p, m, outer, channels, inner, &tdy, &tdb);
+            ops::linear::bias_backward(&mut p, [outer, channels, inner], Some(m), &tdy, &tdb);
             p.run();
             assert_close(
                 &format!("{m:?} db ({outer}, {channels}, {inner})"),

@@ -34,10 +34,10 @@ fn plan(gpu: &ddpm_gpu::gpu::Gpu) -> (Plan, Vec<ddpm_gpu::gpu::Tensor>) {
     );
     let sum = tensor(16, 5);
     let mut p = Plan::new(gpu);
-    p.within("small", |p| conv2d::forward(p, &small, &xs, &ws, None, &ys));
+    p.within("small", |p| conv2d::forward(p, &small, None, &xs, &ws, None, &ys));
     p.clear(&sum);
     p.within("outer", |p| {
-        p.within(".big", |p| conv2d::forward(p, &big, &xb, &wb, None, &yb));
+        p.within(".big", |p| conv2d::forward(p, &big, None, &xb, &wb, None, &yb));
         elementwise::add(p, &ys, &ys, &sum);
     });
     (p, vec![ys, yb, sum])

@@ -17,6 +17,7 @@ use super::config::{BlockKind, UNetConfig};
 use super::params::ParamTable;
 use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
 use crate::ops::attention::{Attention, AttentionBuffers, AttentionWeights};
+use crate::ops::concat::Concat;
 use crate::ops::conv2d::Conv2d;
 use crate::ops::dropout::DropoutParams;
 use crate::ops::group_norm::GroupNorm;
@@ -163,9 +164,7 @@ impl Builder<'_> {
         self.flops += 2.0 * (rows * inp * out) as f64;
         Linear {
             name: name.to_string(),
-            rows,
-            inp,
-            out,
+            s: linear::Linear { rows, inp, out },
             w: self.param(&format!("{name}.weight")),
             b: self.param(&format!("{name}.bias")),
         }
@@ -256,6 +255,17 @@ impl Builder<'_> {
     }
 }
 
+/// [h, skip] along channels, both (N, C, H, W).
+fn concat_shape(h: &Act, skip: &Act) -> Concat {
+    let s = h.v.shape();
+    Concat {
+        n: s[0],
+        c1: s[1],
+        c2: skip.v.shape()[1],
+        hw: s[2] * s[3],
+    }
+}
+
 /// A 3×3 convolution with padding 1 and stride 1 over an (N, C, H, W) input.
 fn conv3(x: &[usize], c_out: usize) -> Conv2d {
     Conv2d {
@@ -281,7 +291,7 @@ struct Conv {
 impl Conv {
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
         p.within(&self.name, |p| {
-            conv2d::forward(p, &self.s, x, &self.w.w, Some(&self.b.w), y)
+            conv2d::forward(p, &self.s, None, x, &self.w.w, Some(&self.b.w), y)
         });
     }
 
@@ -289,10 +299,10 @@ impl Conv {
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: Option<&Tensor>) {
         p.within(&self.name, |p| {
             if let Some(dx) = dx {
-                conv2d::backward_input(p, &self.s, dy, &self.w.w, dx);
+                conv2d::backward_input(p, &self.s, None, dy, &self.w.w, dx);
             }
-            conv2d::backward_weight(p, &self.s, x, dy, &self.w.g);
-            conv2d::backward_bias(p, &self.s, dy, &self.b.g);
+            conv2d::backward_weight(p, &self.s, None, x, dy, &self.w.g);
+            conv2d::backward_bias(p, &self.s, None, dy, &self.b.g);
         });
     }
 }
@@ -340,28 +350,34 @@ impl Norm {
     }
 }
 
-/// A linear layer (PyTorch layout) over `rows` rows.
+/// A linear layer with bias (PyTorch layout).
 struct Linear {
     name: String,
-    rows: usize,
-    inp: usize,
-    out: usize,
+    s: linear::Linear,
     w: Param,
     b: Param,
 }
 
 impl Linear {
+    fn tensors<'a>(&'a self, x: &'a Tensor) -> linear::Tensors<'a> {
+        linear::Tensors {
+            x,
+            w: &self.w.w,
+            b: Some(&self.b.w),
+        }
+    }
+
     fn forward(&self, p: &mut Plan, x: &Tensor, y: &Tensor) {
-        p.within(&self.name, |p| {
-            linear::forward(p, self.rows, self.inp, self.out, x, &self.w.w, Some(&self.b.w), y)
-        });
+        p.within(&self.name, |p| linear::forward(p, &self.s, self.tensors(x), y));
     }
 
     fn backward(&self, p: &mut Plan, x: &Tensor, dy: &Tensor, dx: Option<&Tensor>) {
-        let (w, b) = (&self.w, &self.b);
-        p.within(&self.name, |p| {
-            linear::backward(p, self.rows, self.inp, self.out, x, &w.w, dy, dx, &w.g, Some(&b.g))
-        });
+        let g = linear::Grads {
+            dx,
+            dw: &self.w.g,
+            db: Some(&self.b.g),
+        };
+        p.within(&self.name, |p| linear::backward(p, &self.s, self.tensors(x), dy, g));
     }
 }
 
@@ -459,7 +475,7 @@ impl ResBlock {
         self.norm1.forward(p, &x.v, &self.a1.v);
         self.conv1.forward(p, &self.a1.v, &self.h1);
         self.time_emb_proj.forward(p, &temb.v, &self.tp.v);
-        elementwise::add_channel_bias(p, n, c, self.hw(), &self.h1, &self.tp.v, &self.h1b.v);
+        elementwise::add_channel_bias(p, [n, c, self.hw()], None, &self.h1, &self.tp.v, &self.h1b.v);
         self.norm2.forward(p, &self.h1b.v, &self.a2.v);
         let pre_conv2 = match &self.dropout {
             Some(d) => {
@@ -503,7 +519,7 @@ impl ResBlock {
         }
         self.norm2.backward(p, &self.h1b.v, self.a2.g(), self.h1b.g());
         // h1b = h1 + tp[n, c]: h1's gradient is h1b's; tp's is its sum over pixels.
-        elementwise::add_channel_bias_backward(p, n, c, self.hw(), self.h1b.g(), self.tp.g());
+        elementwise::add_channel_bias_backward(p, [n, c, self.hw()], self.h1b.g(), self.tp.g());
         self.time_emb_proj.backward(p, &temb.v, self.tp.g(), Some(temb.g()));
         self.conv1.backward(p, &self.a1.v, self.h1b.g(), Some(self.a1.g()));
         self.norm1.backward(p, &x.v, self.a1.g(), x.g());
@@ -763,8 +779,7 @@ impl Layer {
             Layer::Res { block, x, temb } => block.forward(p, x, temb, dropouts),
             Layer::Attn { block, x } => block.forward(p, x),
             Layer::Concat { name, h, skip, y } => p.within(name, |p| {
-                let (s, c_skip) = (h.v.shape(), skip.v.shape()[1]);
-                concat::forward(p, s[0], s[1], c_skip, s[2] * s[3], &h.v, &skip.v, &y.v)
+                concat::forward(p, &concat_shape(h, skip), None, &h.v, &skip.v, &y.v)
             }),
             Layer::Upsample { name, x, y } => p.within(name, |p| {
                 let s = x.v.shape();
@@ -788,8 +803,7 @@ impl Layer {
             Layer::Res { block, x, temb } => block.backward(p, x, temb, dropouts),
             Layer::Attn { block, x } => block.backward(p, x),
             Layer::Concat { name, h, skip, y } => p.within(name, |p| {
-                let (s, c_skip) = (h.v.shape(), skip.v.shape()[1]);
-                concat::backward(p, s[0], s[1], c_skip, s[2] * s[3], y.g(), h.g(), skip.g())
+                concat::backward(p, &concat_shape(h, skip), None, y.g(), h.g(), skip.g())
             }),
             Layer::Upsample { name, x, y } => p.within(name, |p| {
                 let s = x.v.shape();

@@ -289,7 +289,7 @@ pub fn backward(
         ..Extra::default()
     };
     // Output projection: dbo, dWo = Σ_b dy[b]·o[b], do[b] = dy[b]ᵀ·Wo.
-    bias_backward(p, b, c, t, dy, dw.bo);
+    bias_backward(p, [b, c, t], None, dy, dw.bo);
     let d_wo = Matmul {
         accumulate: true,
         ..Matmul::new(b, c, t, c)
@@ -386,7 +386,7 @@ pub fn backward(
         (&buf.dk, w.wk, dw.wk, dw.bk),
         (&buf.dv, w.wv, dw.wv, dw.bv),
     ] {
-        bias_backward(p, b * t, c, 1, g, gb);
+        bias_backward(p, [b * t, c, 1], None, g, gb);
         // dW = Σ_b dq[b]ᵀ·x[b]ᵀ
         matmul_ext(p, &d_w, &sum_batch, None, g, x, gw);
         // dx[b] (C×T) += Wᵀ·dq[b]ᵀ

@@ -17,43 +17,60 @@ struct Params {
 const WG: u32 = 64;
 const RUN: usize = 4;
 
-#[allow(clippy::too_many_arguments)]
-fn check(n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) -> Params {
-    assert_eq!(
-        a.len(),
-        n * c1 * hw,
-        "concat: a is {:?}, not ({n}, {c1}, {hw})",
-        a.shape()
-    );
-    assert_eq!(
-        b.len(),
-        n * c2 * hw,
-        "concat: b is {:?}, not ({n}, {c2}, {hw})",
-        b.shape()
-    );
-    assert_eq!(
-        y.len(),
-        n * (c1 + c2) * hw,
-        "concat: y is {:?}, not ({n}, {}, {hw})",
-        y.shape(),
-        c1 + c2
-    );
-    Params {
-        n: n as u32,
-        c1: c1 as u32,
-        c2: c2 as u32,
-        hw: hw as u32,
-    }
+/// The shape of a concatenation along channels: y (n, c1 + c2, hw) = [a (n, c1, hw), b (n, c2, hw)].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Concat {
+    pub n: usize,
+    pub c1: usize,
+    pub c2: usize,
+    pub hw: usize,
 }
 
-/// The grid of the run mapping: blocks of RUN·WG elements of the longer run, samples, 2 parts.
-fn run_grid(n: usize, c1: usize, c2: usize, hw: usize) -> [u32; 3] {
-    assert!(n <= 65535, "concat: batch {n} exceeds 65535 workgroups");
-    [
-        ((c1.max(c2) * hw).div_ceil(RUN * WG as usize)).max(1) as u32,
-        n as u32,
-        2,
-    ]
+impl Concat {
+    /// Checks the lengths of the parts and the whole.
+    fn params(&self, a: &Tensor, b: &Tensor, y: &Tensor) -> Params {
+        let Concat { n, c1, c2, hw } = *self;
+        for (what, t, c) in [("a", a, c1), ("b", b, c2), ("y", y, c1 + c2)] {
+            assert_eq!(
+                t.len(),
+                n * c * hw,
+                "concat: {what} is {:?}, not ({n}, {c}, {hw})",
+                t.shape()
+            );
+        }
+        Params {
+            n: n as u32,
+            c1: c1 as u32,
+            c2: c2 as u32,
+            hw: hw as u32,
+        }
+    }
+
+    /// The grid of `m`'s kernels over y's `len` elements. Run: blocks of RUN·WG elements of the
+    /// longer part, samples, 2 parts; flat: one invocation per element.
+    fn grid(&self, m: Mapping, len: usize) -> [u32; 3] {
+        match m {
+            Mapping::Run => {
+                assert!(self.n <= 65535, "concat: batch {} exceeds 65535 workgroups", self.n);
+                let run = self.c1.max(self.c2) * self.hw;
+                [(run.div_ceil(RUN * WG as usize)).max(1) as u32, self.n as u32, 2]
+            }
+            Mapping::Flat => grid_1d(len, WG),
+        }
+    }
+
+    /// `m`, else the mapping measured fastest for this shape on this adapter (see
+    /// [`crate::ops::tune`]), else [`Mapping::Run`].
+    fn mapping(&self, p: &Plan, backward: bool, m: Option<Mapping>) -> Mapping {
+        let case = crate::ops::tune::Case::Concat {
+            backward,
+            n: self.n,
+            c1: self.c1,
+            c2: self.c2,
+            hw: self.hw,
+        };
+        m.or_else(|| p.gpu.tuned(&case)).unwrap_or(Mapping::Run)
+    }
 }
 
 /// The two mappings of the concatenation (see `shaders/concat.wgsl`).
@@ -66,81 +83,40 @@ pub enum Mapping {
     Flat,
 }
 
-/// The mapping measured fastest for this shape on this adapter (see [`crate::ops::tune`]),
-/// else [`Mapping::Run`].
-fn chosen(p: &Plan, backward: bool, n: usize, c1: usize, c2: usize, hw: usize) -> Mapping {
-    let case = crate::ops::tune::Case::Concat {
-        backward,
-        n,
-        c1,
-        c2,
-        hw,
-    };
-    p.gpu.tuned(&case).unwrap_or(Mapping::Run)
-}
-
-/// y (n, c1+c2, hw) = [a (n, c1, hw), b (n, c2, hw)] along channels.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
-    match chosen(p, false, n, c1, c2, hw) {
-        Mapping::Run => forward_run(p, n, c1, c2, hw, a, b, y),
-        Mapping::Flat => forward_flat(p, n, c1, c2, hw, a, b, y),
+/// Entry point of `m`'s kernel for the forward or the backward.
+fn entry(m: Mapping, backward: bool) -> &'static str {
+    match (m, backward) {
+        (Mapping::Run, false) => "forward",
+        (Mapping::Run, true) => "backward",
+        (Mapping::Flat, false) => "forward_flat",
+        (Mapping::Flat, true) => "backward_flat",
     }
 }
 
-/// [`forward`] with the run mapping.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_run(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
-    let params = check(n, c1, c2, hw, a, b, y);
-    let grid = run_grid(n, c1, c2, hw);
-    p.kernel(&shader!("concat"), "forward", &params, &[(1, a), (2, b), (3, y)], grid);
-}
-
-/// da += dy[:, ..c1], db += dy[:, c1..].
-#[allow(clippy::too_many_arguments)]
-pub fn backward(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
-    match chosen(p, true, n, c1, c2, hw) {
-        Mapping::Run => backward_run(p, n, c1, c2, hw, dy, da, db),
-        Mapping::Flat => backward_flat(p, n, c1, c2, hw, dy, da, db),
-    }
-}
-
-/// [`backward`] with the run mapping.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_run(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
-    let params = check(n, c1, c2, hw, da, db, dy);
-    let grid = run_grid(n, c1, c2, hw);
+/// y = [a, b] along channels, with mapping `m` (`None`: the tuned one, else [`Mapping::Run`]).
+pub fn forward(p: &mut Plan, s: &Concat, m: Option<Mapping>, a: &Tensor, b: &Tensor, y: &Tensor) {
+    let params = s.params(a, b, y);
+    let m = s.mapping(p, false, m);
+    let grid = s.grid(m, y.len());
     p.kernel(
         &shader!("concat"),
-        "backward",
+        entry(m, false),
         &params,
-        &[(4, dy), (5, da), (6, db)],
+        &[(1, a), (2, b), (3, y)],
         grid,
     );
 }
 
-/// [`forward`] with one invocation per element (the readable mapping).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_flat(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, a: &Tensor, b: &Tensor, y: &Tensor) {
-    let params = check(n, c1, c2, hw, a, b, y);
+/// da += dy[:, ..c1], db += dy[:, c1..], with mapping `m` as in [`forward`].
+pub fn backward(p: &mut Plan, s: &Concat, m: Option<Mapping>, dy: &Tensor, da: &Tensor, db: &Tensor) {
+    let params = s.params(da, db, dy);
+    let m = s.mapping(p, true, m);
+    let grid = s.grid(m, dy.len());
     p.kernel(
         &shader!("concat"),
-        "forward_flat",
-        &params,
-        &[(1, a), (2, b), (3, y)],
-        grid_1d(y.len(), WG),
-    );
-}
-
-/// [`backward`] with one invocation per element (the readable mapping).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_flat(p: &mut Plan, n: usize, c1: usize, c2: usize, hw: usize, dy: &Tensor, da: &Tensor, db: &Tensor) {
-    let params = check(n, c1, c2, hw, da, db, dy);
-    p.kernel(
-        &shader!("concat"),
-        "backward_flat",
+        entry(m, true),
         &params,
         &[(4, dy), (5, da), (6, db)],
-        grid_1d(dy.len(), WG),
+        grid,
     );
 }

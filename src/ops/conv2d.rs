@@ -435,12 +435,6 @@ fn conv_tiled(p: &mut Plan, v: Variant, mut q: Params, input: &Tensor, w: &Tenso
     }
 }
 
-/// y = conv(x, w) + b with the variant [`Choice::for_adapter`] picks.
-pub fn forward(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
-    let v = chosen(&p.gpu, Pass::Forward, s);
-    forward_with(p, v, s, x, w, b, y);
-}
-
 /// The grid of a `*_shared` kernel for an output matrix of `rows` × `cols`: column tiles on x
 /// and y (more than 65535 of them spill into y, like [`grid_1d`]), row tiles on z.
 fn shared_grid(rows: usize, cols: usize) -> [u32; 3] {
@@ -454,9 +448,11 @@ fn shared_grid(rows: usize, cols: usize) -> [u32; 3] {
 // pass, so each of them statically uses x, wt and dy (bindings 1, 2, 5): the one a pass does not
 // read is bound to a tensor it already has (read-only, never read).
 
-/// y = conv(x, w) + b with variant `v` (not `Split`).
-pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
+/// y = conv(x, w) + b with variant `v` (not `Split` or `SharedSplit`), else the one [`chosen`] for
+/// the forward.
+pub fn forward(p: &mut Plan, s: &Conv2d, v: Option<Variant>, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor) {
     s.check(x.len(), w.len(), y.len());
+    let v = v.unwrap_or_else(|| chosen(&p.gpu, Pass::Forward, s));
     match v {
         Variant::Naive => forward_naive(p, s, x, w, b, y),
         Variant::Tiled { .. } | Variant::Packed { .. } => conv_tiled(p, v, params(s), x, w, b, y),
@@ -478,17 +474,13 @@ pub fn forward_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, w: &Tensor
     p.set_flops(s.flops());
 }
 
-/// dx += ∂loss/∂x with the variant [`Choice::for_adapter`] picks.
-pub fn backward_input(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
-    let v = chosen(&p.gpu, Pass::BackwardInput, s);
-    backward_input_with(p, v, s, dy, w, dx);
-}
-
-/// dx += ∂loss/∂x with variant `v` (not `Split`). Tiled, stride 1: the convolution of dy with the
-/// flipped, channel-transposed kernel (padding k−1−pad), run by the forward's tiled kernel; other
-/// strides use a tiled gather. `Shared` gathers dy for any stride.
-pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
+/// dx += ∂loss/∂x with variant `v` (not `Split` or `SharedSplit`), else the one [`chosen`] for this
+/// pass. Tiled, stride 1: the convolution of dy with the flipped, channel-transposed kernel
+/// (padding k−1−pad), run by the forward's tiled kernel; other strides use a tiled gather.
+/// `Shared` gathers dy for any stride.
+pub fn backward_input(p: &mut Plan, s: &Conv2d, v: Option<Variant>, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     s.check(dx.len(), w.len(), dy.len());
+    let v = v.unwrap_or_else(|| chosen(&p.gpu, Pass::BackwardInput, s));
     let tile_c = match v {
         Variant::Naive => return backward_input_naive(p, s, dy, w, dx),
         Variant::Shared => {
@@ -553,18 +545,14 @@ pub fn backward_input_with(p: &mut Plan, v: Variant, s: &Conv2d, dy: &Tensor, w:
     }
 }
 
-/// dw += ∂loss/∂w with the variant [`Choice::for_adapter`] picks.
-pub fn backward_weight(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
-    let v = chosen(&p.gpu, Pass::BackwardWeight, s);
-    backward_weight_with(p, v, s, x, dy, dw);
-}
-
-/// dw += ∂loss/∂w with variant `v` (not `Packed`): per weight element a reduction over N·OH·OW,
+/// dw += ∂loss/∂w with variant `v` (not `Packed`), else the one [`chosen`] for this pass: per
+/// weight element a reduction over N·OH·OW,
 /// blocked `tile_c` output × 8 input channels per invocation; `Split` cuts the batch into slices;
 /// `Shared` tiles the (Cout) × (Cin·k·k) matrix dw; `SharedSplit` also cuts its reduction into
 /// slices (split-K).
-pub fn backward_weight_with(p: &mut Plan, v: Variant, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
+pub fn backward_weight(p: &mut Plan, s: &Conv2d, v: Option<Variant>, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
+    let v = v.unwrap_or_else(|| chosen(&p.gpu, Pass::BackwardWeight, s));
     let (tile_c, splits) = match v {
         Variant::Naive => return backward_weight_naive(p, s, x, dy, dw),
         Variant::Shared => {
@@ -652,21 +640,15 @@ fn backward_weight_shared_split(p: &mut Plan, s: &Conv2d, splits: usize, x: &Ten
 }
 
 /// db += Σ_{n,oy,ox} dy[n, ·, oy, ox]: the channel-bias gradient of [`crate::ops::linear`]
-/// (dy is (N, Cout, OH·OW)), summed as [`linear::bias_backward`] chooses.
-pub fn backward_bias(p: &mut Plan, s: &Conv2d, dy: &Tensor, db: &Tensor) {
-    assert_eq!(db.len(), s.c_out, "conv2d: db length for {s:?}");
-    linear::bias_backward(p, s.n, s.c_out, s.out_h() * s.out_w(), dy, db);
-}
-
-/// [`backward_bias`] summed by `m`.
-pub fn backward_bias_with(p: &mut Plan, m: BiasSum, s: &Conv2d, dy: &Tensor, db: &Tensor) {
+/// (dy is (N, Cout, OH·OW)), summed by `m`, else as [`linear::bias_backward`] chooses.
+pub fn backward_bias(p: &mut Plan, s: &Conv2d, m: Option<BiasSum>, dy: &Tensor, db: &Tensor) {
     assert_eq!(
         dy.len(),
         s.n * s.c_out * s.out_h() * s.out_w(),
         "conv2d: dy length for {s:?}"
     );
     assert_eq!(db.len(), s.c_out, "conv2d: db length for {s:?}");
-    linear::bias_backward_with(p, m, s.n, s.c_out, s.out_h() * s.out_w(), dy, db);
+    linear::bias_backward(p, [s.n, s.c_out, s.out_h() * s.out_w()], m, dy, db);
 }
 
 /// y = conv(x, w) + b, one invocation per output element.

@@ -102,55 +102,39 @@ impl BiasMapping {
     }
 }
 
-/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c). Runs the mapping measured fastest
-/// for the shape on this adapter (see [`crate::ops::tune`]), else [`BiasMapping::for_shape`].
-pub fn add_channel_bias(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
+/// y = x + v[n,c] broadcast over hw; x, y (n, c, hw), v (n, c), `shape` [n, c, hw]. Runs mapping
+/// `m`, else the one measured fastest for the shape on this adapter (see [`crate::ops::tune`]),
+/// else [`BiasMapping::for_shape`].
+pub fn add_channel_bias(p: &mut Plan, shape: [usize; 3], m: Option<BiasMapping>, x: &Tensor, v: &Tensor, y: &Tensor) {
+    let [n, c, hw] = shape;
+    check_channel_bias(n, c, hw, x, v, y);
     let case = crate::ops::tune::Case::ChannelBias { n, c, hw };
-    match p.gpu.tuned(&case).unwrap_or(BiasMapping::for_shape(hw)) {
-        BiasMapping::Plane => add_channel_bias_plane(p, n, c, hw, x, v, y),
-        BiasMapping::Flat => add_channel_bias_flat(p, n, c, hw, x, v, y),
+    let m = m.or_else(|| p.gpu.tuned(&case)).unwrap_or(BiasMapping::for_shape(hw));
+    let bindings = [(1, x), (2, v), (3, y)];
+    match m {
+        BiasMapping::Plane => {
+            let params = Params {
+                n: (n * c * hw) as u32,
+                hw: hw as u32,
+                alpha: 0.0,
+            };
+            // Blocks of PLANE_RUN·PLANE_WG = 4·64 pixels on x; the (n, c) planes on y and z.
+            let planes = (n * c).max(1);
+            let (y_groups, z_groups) = (planes.min(65535), planes.div_ceil(65535));
+            let grid = [hw.div_ceil(4 * 64).max(1) as u32, y_groups as u32, z_groups as u32];
+            p.kernel(&shader!("elementwise"), "add_channel_bias", &params, &bindings, grid);
+        }
+        // One invocation per element (the readable mapping).
+        BiasMapping::Flat => launch(p, "add_channel_bias_flat", n * c * hw, hw, 0.0, &bindings),
     }
-}
-
-/// [`add_channel_bias`] with the plane mapping.
-pub fn add_channel_bias_plane(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
-    check_channel_bias(n, c, hw, x, v, y);
-    let params = Params {
-        n: (n * c * hw) as u32,
-        hw: hw as u32,
-        alpha: 0.0,
-    };
-    // Blocks of PLANE_RUN·PLANE_WG = 4·64 pixels on x; the (n, c) planes on y and z.
-    let planes = (n * c).max(1);
-    let (y_groups, z_groups) = (planes.min(65535), planes.div_ceil(65535));
-    let grid = [hw.div_ceil(4 * 64).max(1) as u32, y_groups as u32, z_groups as u32];
-    p.kernel(
-        &shader!("elementwise"),
-        "add_channel_bias",
-        &params,
-        &[(1, x), (2, v), (3, y)],
-        grid,
-    );
-}
-
-/// [`add_channel_bias`] with one invocation per element (the readable mapping).
-pub fn add_channel_bias_flat(p: &mut Plan, n: usize, c: usize, hw: usize, x: &Tensor, v: &Tensor, y: &Tensor) {
-    check_channel_bias(n, c, hw, x, v, y);
-    launch(
-        p,
-        "add_channel_bias_flat",
-        n * c * hw,
-        hw,
-        0.0,
-        &[(1, x), (2, v), (3, y)],
-    );
 }
 
 /// Planes smaller than this take the flat mapping of `add_channel_bias` (see the shader header).
 const PLANE_MIN: usize = 128;
 
-/// dv[n,c] += Σ_hw dy[n,c,hw].
-pub fn add_channel_bias_backward(p: &mut Plan, n: usize, c: usize, hw: usize, dy: &Tensor, dv: &Tensor) {
+/// dv[n,c] += Σ_hw dy[n,c,hw], `shape` [n, c, hw].
+pub fn add_channel_bias_backward(p: &mut Plan, shape: [usize; 3], dy: &Tensor, dv: &Tensor) {
+    let [n, c, hw] = shape;
     assert_eq!(
         dy.len(),
         n * c * hw,

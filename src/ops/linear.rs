@@ -36,24 +36,11 @@ impl BiasSum {
     }
 }
 
-/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner), summed the way measured fastest
-/// for the shape on this adapter (see [`crate::ops::tune`]), else as [`BiasSum::for_adapter`] says.
-pub fn bias_backward(p: &mut Plan, outer: usize, channels: usize, inner: usize, dy: &Tensor, db: &Tensor) {
-    let case = crate::ops::tune::Case::BiasSum { outer, channels, inner };
-    let m = p.gpu.tuned(&case).unwrap_or_else(|| BiasSum::for_adapter(&p.gpu));
-    bias_backward_with(p, m, outer, channels, inner, dy, db);
-}
-
-/// [`bias_backward`] summed by `m`.
-pub fn bias_backward_with(
-    p: &mut Plan,
-    m: BiasSum,
-    outer: usize,
-    channels: usize,
-    inner: usize,
-    dy: &Tensor,
-    db: &Tensor,
-) {
+/// db[c] += Σ_{o,i} dy[o, c, i] for dy (outer, channels, inner) = `shape`, summed by `m`, else the
+/// way measured fastest for the shape on this adapter (see [`crate::ops::tune`]), else as
+/// [`BiasSum::for_adapter`] says.
+pub fn bias_backward(p: &mut Plan, shape: [usize; 3], m: Option<BiasSum>, dy: &Tensor, db: &Tensor) {
+    let [outer, channels, inner] = shape;
     assert_eq!(
         db.len(),
         channels,
@@ -71,6 +58,10 @@ pub fn bias_backward_with(
         channels: channels as u32,
         inner: inner as u32,
     };
+    let case = crate::ops::tune::Case::BiasSum { outer, channels, inner };
+    let m = m
+        .or_else(|| p.gpu.tuned(&case))
+        .unwrap_or_else(|| BiasSum::for_adapter(&p.gpu));
     let (entry, grid) = match m {
         BiasSum::Serial => ("bias_grad", grid_1d(channels, WG)),
         BiasSum::Workgroup => ("bias_grad_workgroup", grid_1d(channels, 1)),
@@ -78,63 +69,72 @@ pub fn bias_backward_with(
     p.kernel(&shader!("linear"), entry, &params, &[(3, dy), (4, db)], grid);
 }
 
+/// The shape of a linear layer: x (rows, inp), w (out, inp), b and y's rows (out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    pub rows: usize,
+    pub inp: usize,
+    pub out: usize,
+}
+
+/// A linear layer's input and parameters.
+#[derive(Clone, Copy)]
+pub struct Tensors<'a> {
+    pub x: &'a Tensor,
+    pub w: &'a Tensor,
+    pub b: Option<&'a Tensor>,
+}
+
+/// The gradients the backward accumulates: dx (when wanted), dw, db (when there is a bias).
+#[derive(Clone, Copy)]
+pub struct Grads<'a> {
+    pub dx: Option<&'a Tensor>,
+    pub dw: &'a Tensor,
+    pub db: Option<&'a Tensor>,
+}
+
 /// y = x · wᵀ + b (written).
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    p: &mut Plan,
-    rows: usize,
-    in_f: usize,
-    out_f: usize,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    y: &Tensor,
-) {
-    assert_eq!(x.len(), rows * in_f, "linear: x has {} values", x.len());
-    assert_eq!(w.len(), out_f * in_f, "linear: w has {} values", w.len());
-    assert_eq!(y.len(), rows * out_f, "linear: y has {} values", y.len());
-    let s = Matmul {
+pub fn forward(p: &mut Plan, s: &Linear, t: Tensors, y: &Tensor) {
+    let Linear { rows, inp, out } = *s;
+    assert_eq!(t.x.len(), rows * inp, "linear {s:?}: x has {} values", t.x.len());
+    assert_eq!(t.w.len(), out * inp, "linear {s:?}: w has {} values", t.w.len());
+    assert_eq!(y.len(), rows * out, "linear {s:?}: y has {} values", y.len());
+    let m = Matmul {
         trans_b: true,
-        ldb: in_f,
-        ..Matmul::new(1, rows, in_f, out_f)
+        ldb: inp,
+        ..Matmul::new(1, rows, inp, out)
     };
     let e = Extra {
-        bias: b,
+        bias: t.b,
         ..Extra::default()
     };
-    matmul_ext(p, &s, &e, None, x, w, y);
+    matmul_ext(p, &m, &e, None, t.x, t.w, y);
 }
 
 /// dx += dy · w, dw += dyᵀ · x, db += Σ_rows dy.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    p: &mut Plan,
-    rows: usize,
-    in_f: usize,
-    out_f: usize,
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    dx: Option<&Tensor>,
-    dw: &Tensor,
-    db: Option<&Tensor>,
-) {
-    assert_eq!(dy.len(), rows * out_f, "linear backward: dy has {} values", dy.len());
-    if let Some(dx) = dx {
-        let s = Matmul {
+pub fn backward(p: &mut Plan, s: &Linear, t: Tensors, dy: &Tensor, g: Grads) {
+    let Linear { rows, inp, out } = *s;
+    assert_eq!(
+        dy.len(),
+        rows * out,
+        "linear backward {s:?}: dy has {} values",
+        dy.len()
+    );
+    if let Some(dx) = g.dx {
+        let m = Matmul {
             accumulate: true,
-            ..Matmul::new(1, rows, out_f, in_f)
+            ..Matmul::new(1, rows, out, inp)
         };
-        matmul(p, &s, dy, w, dx);
+        matmul(p, &m, dy, t.w, dx);
     }
-    let s = Matmul {
+    let m = Matmul {
         trans_a: true,
-        lda: out_f,
+        lda: out,
         accumulate: true,
-        ..Matmul::new(1, out_f, rows, in_f)
+        ..Matmul::new(1, out, rows, inp)
     };
-    matmul(p, &s, dy, x, dw);
-    if let Some(db) = db {
-        bias_backward(p, rows, out_f, 1, dy, db);
+    matmul(p, &m, dy, t.x, g.dw);
+    if let Some(db) = g.db {
+        bias_backward(p, [rows, out, 1], None, dy, db);
     }
 }

@@ -201,9 +201,9 @@ impl Case {
                 let w = zeros(s.c_out * s.c_in * s.k * s.k);
                 let y = zeros(s.n * s.c_out * s.out_h() * s.out_w());
                 match pass {
-                    Pass::Forward => conv2d::forward_with(&mut p, v, s, &x, &w, Some(&zeros(s.c_out)), &y),
-                    Pass::BackwardInput => conv2d::backward_input_with(&mut p, v, s, &y, &w, &x),
-                    Pass::BackwardWeight => conv2d::backward_weight_with(&mut p, v, s, &x, &y, &w),
+                    Pass::Forward => conv2d::forward(&mut p, s, Some(v), &x, &w, Some(&zeros(s.c_out)), &y),
+                    Pass::BackwardInput => conv2d::backward_input(&mut p, s, Some(v), &y, &w, &x),
+                    Pass::BackwardWeight => conv2d::backward_weight(&mut p, s, Some(v), &x, &y, &w),
                 }
             }
             Case::Matmul {
@@ -264,7 +264,7 @@ impl Case {
             Case::BiasSum { outer, channels, inner } => {
                 let m: BiasSum = serde_json::from_str(variant)?;
                 let (dy, db) = (zeros(outer * channels * inner), zeros(*channels));
-                linear::bias_backward_with(&mut p, m, *outer, *channels, *inner, &dy, &db);
+                linear::bias_backward(&mut p, [*outer, *channels, *inner], Some(m), &dy, &db);
             }
             Case::Concat {
                 backward,
@@ -273,22 +273,24 @@ impl Case {
                 c2,
                 hw,
             } => {
-                let m: concat::Mapping = serde_json::from_str(variant)?;
+                let m = Some(serde_json::from_str(variant)?);
+                let s = concat::Concat {
+                    n: *n,
+                    c1: *c1,
+                    c2: *c2,
+                    hw: *hw,
+                };
                 let (a, b, y) = (zeros(n * c1 * hw), zeros(n * c2 * hw), zeros(n * (c1 + c2) * hw));
-                match (backward, m) {
-                    (false, concat::Mapping::Run) => concat::forward_run(&mut p, *n, *c1, *c2, *hw, &a, &b, &y),
-                    (false, concat::Mapping::Flat) => concat::forward_flat(&mut p, *n, *c1, *c2, *hw, &a, &b, &y),
-                    (true, concat::Mapping::Run) => concat::backward_run(&mut p, *n, *c1, *c2, *hw, &y, &a, &b),
-                    (true, concat::Mapping::Flat) => concat::backward_flat(&mut p, *n, *c1, *c2, *hw, &y, &a, &b),
+                if *backward {
+                    concat::backward(&mut p, &s, m, &y, &a, &b);
+                } else {
+                    concat::forward(&mut p, &s, m, &a, &b, &y);
                 }
             }
             Case::ChannelBias { n, c, hw } => {
                 let m: BiasMapping = serde_json::from_str(variant)?;
                 let (x, v, y) = (zeros(n * c * hw), zeros(n * c), zeros(n * c * hw));
-                match m {
-                    BiasMapping::Plane => elementwise::add_channel_bias_plane(&mut p, *n, *c, *hw, &x, &v, &y),
-                    BiasMapping::Flat => elementwise::add_channel_bias_flat(&mut p, *n, *c, *hw, &x, &v, &y),
-                }
+                elementwise::add_channel_bias(&mut p, [*n, *c, *hw], Some(m), &x, &v, &y);
             }
         }
         Ok(p)

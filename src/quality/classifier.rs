@@ -218,11 +218,28 @@ impl Net {
         }
     }
 
+    /// The linear head: pooled features to logits.
+    fn head(&self) -> linear::Linear {
+        linear::Linear {
+            rows: self.n,
+            inp: FEATURES,
+            out: self.shape.classes,
+        }
+    }
+
+    fn head_tensors<'a>(&'a self, w: &'a [Tensor]) -> linear::Tensors<'a> {
+        linear::Tensors {
+            x: &self.features,
+            w: &w[3 * L],
+            b: Some(&w[3 * L + 1]),
+        }
+    }
+
     /// Record the forward pass up to the logits; `w` are the parameter views.
     fn forward(&self, p: &mut Plan, w: &[Tensor]) {
         let mut input = &self.x;
         for i in 0..L {
-            conv2d::forward(p, &self.convs[i], input, &w[3 * i], None, &self.h[i]);
+            conv2d::forward(p, &self.convs[i], None, input, &w[3 * i], None, &self.h[i]);
             group_norm::forward(p, &self.norms[i], Options::SILU, self.norm_tensors(i, w), &self.a[i]);
             input = &self.a[i];
         }
@@ -233,16 +250,7 @@ impl Net {
             &self.a[L - 1],
             &self.features,
         );
-        linear::forward(
-            p,
-            self.n,
-            FEATURES,
-            self.shape.classes,
-            &self.features,
-            &w[3 * L],
-            Some(&w[3 * L + 1]),
-            &self.logits,
-        );
+        linear::forward(p, &self.head(), self.head_tensors(w), &self.logits);
     }
 
     /// Record the backward pass from ∂loss/∂logits; `da`, `dh`, `dfeatures` are scratch
@@ -252,18 +260,12 @@ impl Net {
             p.clear(t);
         }
         p.clear(&grads.dfeatures);
-        linear::backward(
-            p,
-            self.n,
-            FEATURES,
-            self.shape.classes,
-            &self.features,
-            &w[3 * L],
-            &grads.dlogits,
-            Some(&grads.dfeatures),
-            &dw[3 * L],
-            Some(&dw[3 * L + 1]),
-        );
+        let g = linear::Grads {
+            dx: Some(&grads.dfeatures),
+            dw: &dw[3 * L],
+            db: Some(&dw[3 * L + 1]),
+        };
+        linear::backward(p, &self.head(), self.head_tensors(w), &grads.dlogits, g);
         pool::global_avg_backward(
             p,
             self.n * FEATURES,
@@ -280,9 +282,9 @@ impl Net {
             };
             group_norm::backward(p, &self.norms[i], Options::SILU, self.norm_tensors(i, w), g);
             let input = if i == 0 { &self.x } else { &self.a[i - 1] };
-            conv2d::backward_weight(p, &self.convs[i], input, &grads.dh[i], &dw[3 * i]);
+            conv2d::backward_weight(p, &self.convs[i], None, input, &grads.dh[i], &dw[3 * i]);
             if i > 0 {
-                conv2d::backward_input(p, &self.convs[i], &grads.dh[i], &w[3 * i], &grads.da[i - 1]);
+                conv2d::backward_input(p, &self.convs[i], None, &grads.dh[i], &w[3 * i], &grads.da[i - 1]);
             }
         }
     }
