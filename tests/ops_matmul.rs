@@ -334,8 +334,9 @@ fn softmax_forward_and_backward_match_reference() {
         let (tx, tdy) = (t(x.clone(), 1e30), t(dy.clone(), 1e30));
         let (tdx, ty) = (t(dx0.clone(), SENTINEL), t(vec![0.0; rows * cols], SENTINEL));
         let mut p = Plan::new(&gpu);
-        ops::softmax::forward(&mut p, rows, cols, ld, scale, &tx, &ty);
-        ops::softmax::backward(&mut p, rows, cols, ld, scale, &ty, &tdy, &tdx);
+        let s = ops::softmax::Softmax { rows, cols, ld, scale };
+        ops::softmax::forward(&mut p, &s, &tx, &ty);
+        ops::softmax::backward(&mut p, &s, &ty, &tdy, &tdx);
         p.run();
         let want_y = reference::softmax::forward(rows, cols, scale, &to_f64(&x));
         let want_dx: Vec<f64> = reference::softmax::backward(rows, cols, scale, &want_y, &to_f64(&dy))

@@ -19,7 +19,7 @@
 use crate::gpu::{Gpu, Plan, Tensor};
 use crate::ops::linear::bias_backward;
 use crate::ops::matmul::{matmul, matmul_ext, Extra, Matmul};
-use crate::ops::softmax;
+use crate::ops::softmax::{self, Softmax};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Attention {
@@ -49,6 +49,16 @@ impl Attention {
     }
 
     /// The softmax scale 1/√d.
+    /// The softmax over each head's score rows.
+    fn softmax(&self) -> Softmax {
+        Softmax {
+            rows: self.batch * self.heads * self.tokens,
+            cols: self.tokens,
+            ld: self.score_ld(),
+            scale: self.scale(),
+        }
+    }
+
     pub fn scale(&self) -> f32 {
         1.0 / (self.head_dim() as f32).sqrt()
     }
@@ -155,43 +165,48 @@ fn project_spec(s: &Attention) -> Matmul {
     }
 }
 
-/// One head's product between token-layout (B, T, C) and attention-layout (B, heads, T, T)
-/// tensors: a per-batch (T×·) product with row strides C (token layout) or `score_ld` (attention).
+/// The two kinds of per-head product in attention, each batched over B. Token-layout tensors
+/// (B, T, C) hold head h in columns h·d..(h+1)·d (row stride C); score-layout tensors
+/// (B, heads, T, ld) hold head h's T×T block, rows padded to `score_ld`.
 #[derive(Clone, Copy)]
-struct HeadProduct {
-    m: usize,
-    k: usize,
-    n: usize,
-    trans_a: bool,
-    trans_b: bool,
-    /// (lda, stride_a, offset_a) and the same for B and C.
-    a: (usize, usize, usize),
-    b: (usize, usize, usize),
-    c: (usize, usize, usize),
-    alpha: f32,
+enum HeadProduct {
+    /// S_h (T×T, score layout) = A_h·B_hᵀ of two token-layout tensors: q·kᵀ, do·vᵀ.
+    Scores,
+    /// C_h (T×d, token layout) = P_h·B_h, or P_hᵀ·B_h when `transposed`, with P in score layout
+    /// and B in token layout: P·v, Pᵀ·do, dS·k, dSᵀ·q.
+    Mix { transposed: bool },
 }
 
-fn head_product(p: &mut Plan, s: &Attention, hp: HeadProduct, a: &Tensor, b: &Tensor, c: &Tensor) {
+/// Head `h`'s product of kind `kind`: c = a·b as [`HeadProduct`] says.
+fn head_product(p: &mut Plan, s: &Attention, h: usize, kind: HeadProduct, a: &Tensor, b: &Tensor, c: &Tensor) {
+    let (t, d, ld) = (s.tokens, s.head_dim(), s.score_ld());
+    // (row stride, batch stride, offset) of head h in each layout.
+    let tok = (s.channels, t * s.channels, h * d);
+    let att = (ld, s.heads * t * ld, h * t * ld);
+    let (m, k, n, trans_a, trans_b, la, lb, lc) = match kind {
+        HeadProduct::Scores => (t, d, t, false, true, tok, tok, att),
+        HeadProduct::Mix { transposed } => (t, t, d, transposed, false, att, tok, tok),
+    };
     let spec = Matmul {
         batch: s.batch,
-        m: hp.m,
-        k: hp.k,
-        n: hp.n,
-        trans_a: hp.trans_a,
-        trans_b: hp.trans_b,
-        lda: hp.a.0,
-        ldb: hp.b.0,
-        ldc: hp.c.0,
-        stride_a: hp.a.1,
-        stride_b: hp.b.1,
-        stride_c: hp.c.1,
-        alpha: hp.alpha,
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+        lda: la.0,
+        ldb: lb.0,
+        ldc: lc.0,
+        stride_a: la.1,
+        stride_b: lb.1,
+        stride_c: lc.1,
+        alpha: 1.0,
         accumulate: false,
     };
     let e = Extra {
-        offset_a: hp.a.2,
-        offset_b: hp.b.2,
-        offset_c: hp.c.2,
+        offset_a: la.2,
+        offset_b: lb.2,
+        offset_c: lc.2,
         ..Extra::default()
     };
     matmul_ext(p, &spec, &e, None, a, b, c);
@@ -201,10 +216,7 @@ fn head_product(p: &mut Plan, s: &Attention, hp: HeadProduct, a: &Tensor, b: &Te
 pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, buf: &AttentionBuffers, y: &Tensor) {
     check(s, x, w, "forward");
     assert_eq!(y.len(), x.len(), "attention forward: y and x differ in size");
-    let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
-    let tok = (c, t * c); // row stride and batch stride of (B, T, C)
-    let ld = s.score_ld();
-    let att = (ld, heads * t * ld); // of (B, heads, T, T), padded rows
+    let (b, c, t, heads) = (s.batch, s.channels, s.tokens, s.heads);
     let proj = project_spec(s);
     for (wt, bias, out) in [(w.wq, w.bq, &buf.q), (w.wk, w.bk, &buf.k), (w.wv, w.bv, &buf.v)] {
         let e = Extra {
@@ -215,34 +227,20 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
     }
     for h in 0..heads {
         // S_h = q_h·k_hᵀ
-        let hp = HeadProduct {
-            m: t,
-            k: d,
-            n: t,
-            trans_a: false,
-            trans_b: true,
-            a: (tok.0, tok.1, h * d),
-            b: (tok.0, tok.1, h * d),
-            c: (att.0, att.1, h * t * ld),
-            alpha: 1.0,
-        };
-        head_product(p, s, hp, &buf.q, &buf.k, &buf.scores);
+        head_product(p, s, h, HeadProduct::Scores, &buf.q, &buf.k, &buf.scores);
     }
-    softmax::forward(p, b * heads * t, t, ld, s.scale(), &buf.scores, &buf.probs);
+    softmax::forward(p, &s.softmax(), &buf.scores, &buf.probs);
     for h in 0..heads {
         // o_h = P_h·v_h
-        let hp = HeadProduct {
-            m: t,
-            k: t,
-            n: d,
-            trans_a: false,
-            trans_b: false,
-            a: (att.0, att.1, h * t * ld),
-            b: (tok.0, tok.1, h * d),
-            c: (tok.0, tok.1, h * d),
-            alpha: 1.0,
-        };
-        head_product(p, s, hp, &buf.probs, &buf.v, &buf.o);
+        head_product(
+            p,
+            s,
+            h,
+            HeadProduct::Mix { transposed: false },
+            &buf.probs,
+            &buf.v,
+            &buf.o,
+        );
     }
     // y[b] (C×T) = Wo·o[b]ᵀ + bo
     let out = Matmul {
@@ -280,10 +278,7 @@ pub fn backward(
         dy.len() == x.len() && dx.len() == x.len(),
         "attention backward: dy/dx differ in size from x"
     );
-    let (b, c, t, heads, d) = (s.batch, s.channels, s.tokens, s.heads, s.head_dim());
-    let tok = (c, t * c);
-    let ld = s.score_ld();
-    let att = (ld, heads * t * ld);
+    let (b, c, t, heads) = (s.batch, s.channels, s.tokens, s.heads);
     let sum_batch = Extra {
         sum_batch: true,
         ..Extra::default()
@@ -305,60 +300,41 @@ pub fn backward(
     matmul(p, &d_o, dy, w.wo, &buf.d_o);
     for h in 0..heads {
         // dP_h = do_h·v_hᵀ (into the scores scratch)
-        let hp = HeadProduct {
-            m: t,
-            k: d,
-            n: t,
-            trans_a: false,
-            trans_b: true,
-            a: (tok.0, tok.1, h * d),
-            b: (tok.0, tok.1, h * d),
-            c: (att.0, att.1, h * t * ld),
-            alpha: 1.0,
-        };
-        head_product(p, s, hp, &buf.d_o, &buf.v, &buf.scores);
+        head_product(p, s, h, HeadProduct::Scores, &buf.d_o, &buf.v, &buf.scores);
         // dv_h = P_hᵀ·do_h
-        let hp = HeadProduct {
-            m: t,
-            k: t,
-            n: d,
-            trans_a: true,
-            trans_b: false,
-            a: (att.0, att.1, h * t * ld),
-            b: (tok.0, tok.1, h * d),
-            c: (tok.0, tok.1, h * d),
-            alpha: 1.0,
-        };
-        head_product(p, s, hp, &buf.probs, &buf.d_o, &buf.dv);
+        head_product(
+            p,
+            s,
+            h,
+            HeadProduct::Mix { transposed: true },
+            &buf.probs,
+            &buf.d_o,
+            &buf.dv,
+        );
     }
     p.clear(&buf.d_scores);
-    softmax::backward(
-        p,
-        b * heads * t,
-        t,
-        ld,
-        s.scale(),
-        &buf.probs,
-        &buf.scores,
-        &buf.d_scores,
-    );
+    softmax::backward(p, &s.softmax(), &buf.probs, &buf.scores, &buf.d_scores);
     for h in 0..heads {
         // dq_h = dS_h·k_h
-        let hp = HeadProduct {
-            m: t,
-            k: t,
-            n: d,
-            trans_a: false,
-            trans_b: false,
-            a: (att.0, att.1, h * t * ld),
-            b: (tok.0, tok.1, h * d),
-            c: (tok.0, tok.1, h * d),
-            alpha: 1.0,
-        };
-        head_product(p, s, hp, &buf.d_scores, &buf.k, &buf.dq);
+        head_product(
+            p,
+            s,
+            h,
+            HeadProduct::Mix { transposed: false },
+            &buf.d_scores,
+            &buf.k,
+            &buf.dq,
+        );
         // dk_h = dS_hᵀ·q_h
-        let hp = HeadProduct { trans_a: true, ..hp };
-        head_product(p, s, hp, &buf.d_scores, &buf.q, &buf.dk);
+        head_product(
+            p,
+            s,
+            h,
+            HeadProduct::Mix { transposed: true },
+            &buf.d_scores,
+            &buf.q,
+            &buf.dk,
+        );
     }
     // Input projections.
     let d_w = Matmul {
