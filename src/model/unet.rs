@@ -628,32 +628,23 @@ impl AttnBlock {
         })
     }
 
-    fn weights(&self) -> AttentionWeights<'_> {
+    /// The four projections' weights and biases through `pick`: their values or their gradients.
+    fn projections<'a>(&'a self, pick: impl Fn(&'a Param) -> &'a Tensor) -> AttentionWeights<'a> {
         let (q, k, v, o) = (&self.q, &self.k, &self.v, &self.o);
         AttentionWeights {
-            wq: &q.0.w,
-            bq: &q.1.w,
-            wk: &k.0.w,
-            bk: &k.1.w,
-            wv: &v.0.w,
-            bv: &v.1.w,
-            wo: &o.0.w,
-            bo: &o.1.w,
+            wq: pick(&q.0),
+            bq: pick(&q.1),
+            wk: pick(&k.0),
+            bk: pick(&k.1),
+            wv: pick(&v.0),
+            bv: pick(&v.1),
+            wo: pick(&o.0),
+            bo: pick(&o.1),
         }
     }
 
-    fn weight_grads(&self) -> AttentionWeights<'_> {
-        let (q, k, v, o) = (&self.q, &self.k, &self.v, &self.o);
-        AttentionWeights {
-            wq: &q.0.g,
-            bq: &q.1.g,
-            wk: &k.0.g,
-            bk: &k.1.g,
-            wv: &v.0.g,
-            bv: &v.1.g,
-            wo: &o.0.g,
-            bo: &o.1.g,
-        }
+    fn weights(&self) -> AttentionWeights<'_> {
+        self.projections(|p| &p.w)
     }
 
     fn forward(&self, p: &mut Plan, x: &Act) {
@@ -681,7 +672,7 @@ impl AttnBlock {
             &self.buf,
             d_sum,
             self.nx.g(),
-            &self.weight_grads(),
+            &self.projections(|p| &p.g),
         );
         self.norm.backward(p, &x.v, self.nx.g(), x.g());
     }

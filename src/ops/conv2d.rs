@@ -656,38 +656,44 @@ pub fn forward_naive(p: &mut Plan, s: &Conv2d, x: &Tensor, w: &Tensor, b: Option
     s.check(x.len(), w.len(), y.len());
     let mut q = params(s);
     q.flags = if b.is_some() { ADD_BIAS } else { 0 };
-    p.kernel(
-        &shader!("conv2d"),
+    naive(
+        p,
+        s,
         "forward_naive",
-        &q,
+        q,
         &[(1, x), (2, w), (3, b.unwrap_or(w)), (4, y)],
-        grid_1d(y.len(), WG),
+        y.len(),
     );
-    p.set_flops(s.flops());
 }
 
 /// dx += ∂loss/∂x, one invocation per input element gathering over (Cout, ky, kx).
 pub fn backward_input_naive(p: &mut Plan, s: &Conv2d, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     s.check(dx.len(), w.len(), dy.len());
-    p.kernel(
-        &shader!("conv2d"),
+    naive(
+        p,
+        s,
         "backward_input_naive",
-        &params(s),
+        params(s),
         &[(2, w), (5, dy), (6, dx)],
-        grid_1d(dx.len(), WG),
+        dx.len(),
     );
-    p.set_flops(s.flops());
 }
 
 /// dw += ∂loss/∂w, one invocation per weight element reducing over (N, OH, OW).
 pub fn backward_weight_naive(p: &mut Plan, s: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     s.check(x.len(), dw.len(), dy.len());
-    p.kernel(
-        &shader!("conv2d"),
+    naive(
+        p,
+        s,
         "backward_weight_naive",
-        &params(s),
+        params(s),
         &[(1, x), (5, dy), (7, dw)],
-        grid_1d(dw.len(), WG),
+        dw.len(),
     );
+}
+
+/// Records a naive kernel: one invocation per element of the `outputs` it writes.
+fn naive(p: &mut Plan, s: &Conv2d, entry: &str, q: Params, bindings: &[(u32, &Tensor)], outputs: usize) {
+    p.kernel(&shader!("conv2d"), entry, &q, bindings, grid_1d(outputs, WG));
     p.set_flops(s.flops());
 }
