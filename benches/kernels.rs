@@ -12,21 +12,25 @@
 //! shares of the step barely depend on it).
 //!
 //! Per setting and step:
-//! - a table by kernel (`shader::entry`): launches, ms, share of the step, and GFLOP/s with % of
-//!   the peak-FMA probe where the kernel states its FLOPs (conv2d, matmul), else GB/s of the bytes
-//!   it binds with % of the copy probe at the nearest power-of-two size (`gpu::Probes`);
+//! - a table by kernel (`shader::entry`): launches, ms, share of the dispatches' total, and
+//!   GFLOP/s with % of the peak-FMA probe where the kernel states its FLOPs (conv2d, matmul), else
+//!   GB/s of the bytes it binds with % of the copy probe at the nearest power-of-two size
+//!   (`gpu::Probes`). Buffer clears (zeroed gradients) are not dispatches: they count only in the
+//!   whole step's time, run in one submission;
 //! - the same by kernel family (the shader: `conv2d`, `matmul`, `group_norm`, ...), to see which
 //!   kernel to optimise next;
 //! - the variants, from the autotuner (`ops::tune`): while the steps are recorded the ops remember
 //!   every case (op × shape) that has variants, and `tune::tune_missing` times each candidate on
-//!   zero tensors of that shape with the same dispatch timer. Per case: the heuristic's variant and
+//!   zero tensors of that shape with the same dispatch timer (one run each; the heuristic and the
+//!   two fastest twice, keeping their best). Per case, slowest first: the heuristic's variant and
 //!   time, the fastest candidate and time, their ratio, and the readable naive kernel (conv2d
 //!   `*_naive`, matmul `Variant::Naive`, recorded with `Case::record`) up to `NAIVE_MAX_GFLOP`.
 //!   The tuner's choices are thrown away (never saved: the user's tuning cache is not touched),
 //!   and on CPU adapters the tuner leaves out the workgroup-memory kernels (see `ops::tune`).
-//!   The old bench's other alternatives (the fill kernel against `Plan::clear`, unfused group norm
-//!   and SiLU, one-invocation-per-output upsampling) are not variants the plan can record, so they
-//!   are gone; their last figures stay in docs/PERFORMANCE.md.
+//!   The group norm mappings, the flat concat and channel-bias mappings and the naive products
+//!   inside linear layers and attention, which the old bench compared by hand, are cases here; its
+//!   one other comparison, the fill kernel against `Plan::clear`, is not a kernel case and is
+//!   gone (its figures stay in docs/PERFORMANCE.md).
 //!
 //! Then, outside the quick run, the shapes the performance issue quotes burn's figures at: a 3×3
 //! conv 64→64 at [32, 64, 28, 28] (each pass, and the naive kernels), a group norm there, and
@@ -110,15 +114,9 @@ fn setting(gpu: &Gpu, preset: &str, n: usize, naive: bool) {
     };
     let probes = Probes::measure(gpu, &[&train, &sample]);
     println!(
-        "\n## `{preset}` at batch {n}: {} parameters\n\npeak-FMA probe {:.2} GFLOP/s; copy probe {}",
+        "\n## `{preset}` at batch {n}: {} parameters\n\n{}",
         table.count(),
-        probes.gflops,
-        probes
-            .copy_gbps
-            .iter()
-            .map(|(size, gbs)| format!("{gbs:.2} GB/s at {} MiB", size >> 20))
-            .collect::<Vec<_>>()
-            .join(", ")
+        probes.describe()
     );
     for (what, profile) in [("training", &train), ("sampling", &sample)] {
         let flops: f64 = profile.dispatches.iter().map(|d| d.flops).sum();

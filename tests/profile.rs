@@ -159,6 +159,10 @@ fn memory_bound_rows_are_compared_with_the_copy_probe_of_their_size() {
         "32 MiB: nearest is 64 MiB"
     );
     assert_eq!(Probes::default().copy_for(1.0), None);
+    assert_eq!(
+        probes.describe(),
+        "peak-FMA probe 10.0 GFLOP/s; copy probe 1.00 GB/s at 1 MiB, 8.00 GB/s at 4 MiB, 100.00 GB/s at 64 MiB"
+    );
     // Two launches of 8 MiB each in 4 ms: 4.19 GB/s, 52.4% of the 4 MiB probe's 8 GB/s.
     let (profile, row) = copy_row(2, 16.0 * MIB as f64, 4e-3);
     let table = profile.table("kernel", &[row], 10, &probes);

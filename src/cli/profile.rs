@@ -75,16 +75,7 @@ pub fn run(opts: &GpuOptions, args: &ProfileArgs) -> Result<()> {
         total * 1e3,
         profile.step_seconds * 1e3
     );
-    println!(
-        "peak-FMA probe: {:.1} GFLOP/s; copy probe: {}\n",
-        probes.gflops,
-        probes
-            .copy_gbps
-            .iter()
-            .map(|(size, gbs)| format!("{gbs:.2} GB/s at {} MiB", size >> 20))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("{}\n", probes.describe());
     let by_kernel = profile.rows(|d| d.kernel.clone());
     println!("{}", profile.table("kernel", &by_kernel, args.rows, &probes));
     let by_layer = profile.rows(|d| d.layer.clone());

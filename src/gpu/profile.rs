@@ -49,6 +49,24 @@ impl Probes {
         1 << ((bytes / 2.0).max(1.0).log2().round() as u32).clamp(20, 26)
     }
 
+    /// "peak-FMA probe … GFLOP/s; copy probe … GB/s at 1 MiB, …" for a report's header.
+    pub fn describe(&self) -> String {
+        let copy: Vec<String> = self
+            .copy_gbps
+            .iter()
+            .map(|(size, gbs)| format!("{gbs:.2} GB/s at {} MiB", size >> 20))
+            .collect();
+        format!(
+            "peak-FMA probe {:.1} GFLOP/s; copy probe {}",
+            self.gflops,
+            if copy.is_empty() {
+                "not run".into()
+            } else {
+                copy.join(", ")
+            }
+        )
+    }
+
     /// GB/s of the measured copy probe nearest (in log scale) to [`Probes::copy_size`] of
     /// `bytes`.
     pub fn copy_for(&self, bytes: f64) -> Option<f64> {
