@@ -4,12 +4,15 @@
 //! Nothing here describes the network: each setting builds the real training step
 //! (`Trainer::synthetic`, on zero images) and the real sampling step (`Sampler::step_plan`) and
 //! times every dispatch they record with the profiler `ddpm-gpu profile` uses
-//! (`gpu::Profile::measure`, median of `REPS` timed runs). The kernels are the heuristics'
+//! (`gpu::Profile::measure`: a warm-up run, then `reps` runs timed dispatch by dispatch, each
+//! dispatch keeping its median, and `reps` whole runs). The kernels are the heuristics'
 //! (`Gpu::for_tests` leaves tuning off, as `--no-tune`), so the bench does not depend on a tuning
-//! cache and runs the same kernels every time. Two settings: the `mnist` preset at batch 32 and
-//! the paper's `ddpm-cifar10` at batch `DDPM_BENCH_CIFAR_BATCH` (default 16: the paper's 128 takes
-//! many minutes here; kernel times scale about linearly with the batch at these sizes, so the
-//! shares of the step barely depend on it).
+//! cache and runs the same kernels every time. Two settings: the `mnist` preset at batch 32
+//! (3 reps) and the paper's `ddpm-cifar10` at batch `DDPM_BENCH_CIFAR_BATCH` (1 rep; default 4,
+//! the step bench's batch). Whole steps are run, not one launch per shape as the bench did before
+//! 2026-11-30: a `ddpm-cifar10` training step takes 12–13.5 s at batch 4 on idle lavapipe, about
+//! 50 s at 16, about 7 minutes at the paper's 128. Kernel times scale about linearly with the
+//! batch at these sizes, so the shares of the step barely depend on it.
 //!
 //! Per setting and step:
 //! - a table by kernel (`shader::entry`): launches, ms, share of the dispatches' total, and
@@ -51,8 +54,6 @@ use ddpm_gpu::ops::matmul::{self, matmul_ext, Extra, Matmul};
 use ddpm_gpu::ops::peak::{peak_gflops, time_plan};
 use ddpm_gpu::ops::tune::{self, Case};
 
-/// Timed runs of each step; every dispatch keeps its median.
-const REPS: usize = 3;
 /// Naive kernels are timed only up to this many GFLOP (they run at 1-3 GFLOP/s on lavapipe).
 const NAIVE_MAX_GFLOP: f64 = 3.0;
 /// Rows of the per-kernel tables (the rest are summed into one line).
@@ -63,7 +64,7 @@ fn main() {
     let cifar_batch: usize = std::env::var("DDPM_BENCH_CIFAR_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
+        .unwrap_or(4);
     let gpu = Gpu::for_tests();
     let start = Instant::now();
     println!(
@@ -76,9 +77,9 @@ fn main() {
         std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
         Timer::for_gpu(&gpu)
     );
-    setting(&gpu, "mnist", 32, !quick);
+    setting(&gpu, "mnist", 32, 3, !quick);
     if !quick {
-        setting(&gpu, "ddpm-cifar10", cifar_batch, true);
+        setting(&gpu, "ddpm-cifar10", cifar_batch, 1, true);
         issue_shapes(&gpu);
     }
     println!("\nThe bench took {:.0} s.", start.elapsed().as_secs_f64());
@@ -90,9 +91,9 @@ fn family(kernel: &str) -> String {
     shader.split("_tile").next().unwrap_or(shader).to_string()
 }
 
-/// Profile one preset's training and sampling steps at batch `n`, then compare the variants of
-/// every case they recorded.
-fn setting(gpu: &Gpu, preset: &str, n: usize, naive: bool) {
+/// Profile one preset's training and sampling steps at batch `n` (`reps` timed runs), then
+/// compare the variants of every case they recorded.
+fn setting(gpu: &Gpu, preset: &str, n: usize, reps: usize, naive: bool) {
     let model = UNetConfig::preset(preset).expect("preset");
     let table = ParamTable::new(&model);
     let weights = table.init(0);
@@ -105,12 +106,12 @@ fn setting(gpu: &Gpu, preset: &str, n: usize, naive: bool) {
     let timer = Timer::for_gpu(gpu);
     let train = {
         let trainer = Trainer::synthetic(gpu, &model, &cfg, &weights).expect("training step");
-        Profile::measure(trainer.plan(), timer, REPS)
+        Profile::measure(trainer.plan(), timer, reps)
     };
     let sample = {
         let params = gpu.tensor(&[table.total], &weights);
         let sampler = Sampler::new(gpu, &model, &table, &params, n).expect("sampling step");
-        Profile::measure(sampler.step_plan(), timer, REPS)
+        Profile::measure(sampler.step_plan(), timer, reps)
     };
     let probes = Probes::measure(gpu, &[&train, &sample]);
     println!(
@@ -121,7 +122,7 @@ fn setting(gpu: &Gpu, preset: &str, n: usize, naive: bool) {
     for (what, profile) in [("training", &train), ("sampling", &sample)] {
         let flops: f64 = profile.dispatches.iter().map(|d| d.flops).sum();
         println!(
-            "\n### {what} step: {} dispatches timed one by one, {:.1} ms in all ({:.2} GFLOP/s of the \
+            "\n### {what} step: {} dispatches timed one by one (median of {reps}), {:.1} ms in all ({:.2} GFLOP/s of the \
              convolutions' and products' {:.2} GFLOP); the whole step in one submission {:.1} ms\n",
             profile.dispatches.len(),
             profile.total() * 1e3,
