@@ -22,8 +22,8 @@ fn fill(gpu: &Gpu, shape: &[usize], seed: u32) -> Tensor {
     gpu.tensor(shape, &data)
 }
 
-/// (Cin, Cout, side, k, stride, launches per step, backward_input needed), as in `benches/kernels.rs`'s
-/// walk of the U-Net for the `mnist` preset.
+/// (Cin, Cout, side, k, stride, launches per step, backward_input needed) of the `mnist` preset's
+/// training step (its conv2d cases are listed by `cargo bench --bench kernels` and `ddpm-gpu tune`).
 const MNIST: [(usize, usize, usize, usize, usize, usize, bool); 20] = [
     (1, 16, 28, 3, 1, 1, false),
     (16, 16, 28, 3, 1, 4, true),

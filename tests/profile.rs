@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use ddpm_gpu::gpu::{Plan, Profile, Timer};
+use ddpm_gpu::gpu::{Dispatch, Plan, Probes, Profile, Row, Timer};
 use ddpm_gpu::ops::conv2d::{self, Conv2d};
 use ddpm_gpu::ops::elementwise;
 
@@ -109,9 +109,72 @@ fn profile_tables_add_up() {
     }
     let layers = profile.rows(|d| d.layer.clone());
     assert_eq!(layers[0].name, "outer.big", "the large convolution dominates");
-    let table = profile.table("layer", &layers, 1, 10.0);
+    let probes = Probes {
+        gflops: 10.0,
+        ..Probes::default()
+    };
+    let table = profile.table("layer", &layers, 1, &probes);
     assert!(
         table.contains("| outer.big | ") && table.contains("(2 more)"),
+        "{table}"
+    );
+}
+
+/// A row of `launches` dispatches moving `bytes` in all in `seconds`, alone in its profile.
+fn copy_row(launches: usize, bytes: f64, seconds: f64) -> (Profile, Row) {
+    let d = Dispatch {
+        kernel: "k::copy".into(),
+        layer: String::new(),
+        seconds: seconds / launches as f64,
+        flops: 0.0,
+        bytes: bytes / launches as f64,
+    };
+    let profile = Profile {
+        timer: Timer::Submissions,
+        dispatches: vec![d; launches],
+        step_seconds: seconds,
+    };
+    let row = profile.rows(|d| d.kernel.clone()).remove(0);
+    (profile, row)
+}
+
+#[test]
+fn memory_bound_rows_are_compared_with_the_copy_probe_of_their_size() {
+    const MIB: usize = 1 << 20;
+    // Half of the bytes a launch binds, to the nearest power of two, within 1..=64 MiB.
+    assert_eq!(Probes::copy_size(8.0 * MIB as f64), 4 * MIB);
+    assert_eq!(Probes::copy_size(5.0 * MIB as f64), 2 * MIB);
+    assert_eq!(Probes::copy_size(6.2 * MIB as f64), 4 * MIB);
+    assert_eq!(Probes::copy_size(100.0), MIB);
+    assert_eq!(Probes::copy_size(1e12), 64 * MIB);
+    let probes = Probes {
+        gflops: 10.0,
+        copy_gbps: [(MIB, 1.0), (4 * MIB, 8.0), (64 * MIB, 100.0)].into(),
+    };
+    assert_eq!(probes.copy_for(8.0 * MIB as f64), Some(8.0), "a measured size");
+    assert_eq!(probes.copy_for(12.0 * MIB as f64), Some(8.0), "8 MiB: nearest is 4 MiB");
+    assert_eq!(
+        probes.copy_for(64.0 * MIB as f64),
+        Some(100.0),
+        "32 MiB: nearest is 64 MiB"
+    );
+    assert_eq!(Probes::default().copy_for(1.0), None);
+    assert_eq!(
+        probes.describe(),
+        "peak-FMA probe 10.0 GFLOP/s; copy probe 1.00 GB/s at 1 MiB, 8.00 GB/s at 4 MiB, 100.00 GB/s at 64 MiB"
+    );
+    // Two launches of 8 MiB each in 4 ms: 4.19 GB/s, 52.4% of the 4 MiB probe's 8 GB/s.
+    let (profile, row) = copy_row(2, 16.0 * MIB as f64, 4e-3);
+    let table = profile.table("kernel", &[row], 10, &probes);
+    assert!(
+        table.contains("| k::copy | 2 | 4.000 | 100.0% |  |  | 4.19 | 52.4 |"),
+        "{table}"
+    );
+    // Without copy probes the GB/s stays and the share is left blank.
+    let (profile, row) = copy_row(1, 16.0 * MIB as f64, 4e-3);
+    let table = profile.table("kernel", &[row], 10, &Probes::default());
+    assert!(
+        table.contains("| k::copy | 1 | 4.000 | 100.0% |  |  | 4.19 |  |"),
         "{table}"
     );
 }

@@ -4,10 +4,9 @@
 use anyhow::Result;
 use clap::Args;
 use ddpm_gpu::diffusion::sampler::Sampler;
-use ddpm_gpu::diffusion::trainer::TrainConfig;
-use ddpm_gpu::gpu::{Gpu, GpuOptions, Profile, Timer};
+use ddpm_gpu::diffusion::trainer::{TrainConfig, Trainer};
+use ddpm_gpu::gpu::{Gpu, GpuOptions, Probes, Profile, Timer};
 use ddpm_gpu::model::ParamTable;
-use ddpm_gpu::ops::peak::peak_gflops;
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -58,14 +57,14 @@ pub fn run(opts: &GpuOptions, args: &ProfileArgs) -> Result<()> {
             batch_size: batch,
             ..defaults
         };
-        let build = || super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights);
+        let build = || Trainer::synthetic(&gpu, &model, &cfg, &weights);
         let mut trainer = build()?;
         if super::tune_missing_now(&gpu)? {
             trainer = build()?;
         }
         Profile::measure(trainer.plan(), timer, args.reps)
     };
-    let peak = peak_gflops(&gpu);
+    let probes = Probes::measure(&gpu, &[&profile]);
     let total = profile.total();
     println!("{what} step of {} at batch {batch} on {}", args.model, gpu.describe());
     println!(
@@ -76,12 +75,12 @@ pub fn run(opts: &GpuOptions, args: &ProfileArgs) -> Result<()> {
         total * 1e3,
         profile.step_seconds * 1e3
     );
-    println!("peak-FMA probe: {peak:.1} GFLOP/s\n");
+    println!("{}\n", probes.describe());
     let by_kernel = profile.rows(|d| d.kernel.clone());
-    println!("{}", profile.table("kernel", &by_kernel, args.rows, peak));
+    println!("{}", profile.table("kernel", &by_kernel, args.rows, &probes));
     let by_layer = profile.rows(|d| d.layer.clone());
-    println!("{}", profile.table("layer", &by_layer, args.rows, peak));
+    println!("{}", profile.table("layer", &by_layer, args.rows, &probes));
     let by_both = profile.rows(|d| format!("{} {}", d.kernel, if d.layer.is_empty() { "-" } else { &d.layer }));
-    println!("{}", profile.table("kernel and layer", &by_both, args.rows, peak));
+    println!("{}", profile.table("kernel and layer", &by_both, args.rows, &probes));
     Ok(())
 }

@@ -356,9 +356,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     super::enable_tuning(&gpu, args.tune.no_tune);
     // The step's cases are found by recording it on synthetic data (one extra build at start):
     // the real data set moves into the trainer, which could then not be rebuilt after tuning.
-    super::ensure_tuned(&gpu, || {
-        super::tune::synthetic_trainer(&gpu, &model, &cfg, &weights).map(drop)
-    })?;
+    super::ensure_tuned(&gpu, || Trainer::synthetic(&gpu, &model, &cfg, &weights).map(drop))?;
     let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
     let (weights_b, acts_b, data_b) = trainer.gpu_bytes();
     let mib = |b: usize| b as f64 / (1 << 20) as f64;

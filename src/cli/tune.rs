@@ -5,12 +5,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use ddpm_gpu::data::Dataset;
 use ddpm_gpu::diffusion::sampler::Sampler;
-use ddpm_gpu::diffusion::schedule::SchedulerConfig;
 use ddpm_gpu::diffusion::trainer::{TrainConfig, Trainer};
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
-use ddpm_gpu::model::{ParamTable, UNetConfig};
+use ddpm_gpu::model::ParamTable;
 use ddpm_gpu::ops::tune;
 
 #[derive(Args, Debug)]
@@ -21,21 +19,6 @@ pub struct TuneArgs {
     /// Images per training step (default: the preset's batch); sampling is tuned for as many.
     #[arg(long)]
     batch: Option<usize>,
-}
-
-/// A trainer for `model` at `batch` on zero images (speed does not depend on the pixels).
-pub fn synthetic_trainer(gpu: &Gpu, model: &UNetConfig, cfg: &TrainConfig, weights: &[f32]) -> Result<Trainer> {
-    let size = model.sample_size();
-    let n = cfg.batch_size;
-    let data = Dataset {
-        images: vec![0.0; n * model.in_channels * size * size],
-        labels: model.num_class_embeds.map(|_| vec![0; n]),
-        n,
-        channels: model.in_channels,
-        height: size,
-        width: size,
-    };
-    Trainer::new(gpu, model, &SchedulerConfig::paper(), cfg, data, weights)
 }
 
 /// Median seconds of `steps` training steps (after one).
@@ -72,7 +55,7 @@ pub fn run(opts: &GpuOptions, args: &TuneArgs) -> Result<()> {
 
     // Every case of a training step and a sampling step, measured afresh.
     gpu.tuning.lock().unwrap().enabled = true;
-    drop(synthetic_trainer(&gpu, &model, &cfg, &weights)?);
+    drop(Trainer::synthetic(&gpu, &model, &cfg, &weights)?);
     let params = gpu.tensor(&[table.total], &weights);
     drop(Sampler::new(&gpu, &model, &table, &params, batch)?);
     let cases = gpu.tuning.lock().unwrap().missing.len();
@@ -116,9 +99,9 @@ pub fn run(opts: &GpuOptions, args: &TuneArgs) -> Result<()> {
     // The training step with the heuristics, then tuned, back to back.
     let steps = 5;
     gpu.tuning.lock().unwrap().enabled = false;
-    let heuristic = step_seconds(&mut synthetic_trainer(&gpu, &model, &cfg, &weights)?, steps);
+    let heuristic = step_seconds(&mut Trainer::synthetic(&gpu, &model, &cfg, &weights)?, steps);
     gpu.tuning.lock().unwrap().enabled = true;
-    let tuned_step = step_seconds(&mut synthetic_trainer(&gpu, &model, &cfg, &weights)?, steps);
+    let tuned_step = step_seconds(&mut Trainer::synthetic(&gpu, &model, &cfg, &weights)?, steps);
     println!(
         "training step (median of {steps}): heuristic {:.1} ms, tuned {:.1} ms: {:.2}× the heuristic's speed",
         heuristic * 1e3,

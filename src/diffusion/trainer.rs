@@ -718,3 +718,22 @@ impl RunDir {
         self.root.join("train_config.json")
     }
 }
+
+impl Trainer {
+    /// A trainer for `model` at `cfg.batch_size` on zero images, with the paper's schedule: the
+    /// step `train` would record, for tuning, profiling and benchmarks (its speed does not depend
+    /// on the pixels).
+    pub fn synthetic(gpu: &Gpu, model: &UNetConfig, cfg: &TrainConfig, weights: &[f32]) -> Result<Trainer> {
+        let size = model.sample_size();
+        let n = cfg.batch_size;
+        let data = Dataset {
+            images: vec![0.0; n * model.in_channels * size * size],
+            labels: model.num_class_embeds.map(|_| vec![0; n]),
+            n,
+            channels: model.in_channels,
+            height: size,
+            width: size,
+        };
+        Trainer::new(gpu, model, &SchedulerConfig::paper(), cfg, data, weights)
+    }
+}

@@ -17,6 +17,6 @@ mod tensor;
 
 pub use context::{adapter_features, choose_adapter, enumerate_adapters, Gpu, GpuInner, GpuOptions, Tuning};
 pub use plan::{grid_1d, Kernel, KernelRef, Plan, Timer};
-pub use profile::{Dispatch, Profile, Row};
+pub use profile::{Dispatch, Probes, Profile, Row};
 pub use shader::{needs, preprocess, Needs, Shader, ALL as SHADERS};
 pub use tensor::Tensor;

@@ -237,11 +237,6 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    /// Number of buffer clears.
-    pub fn clear_count(&self) -> usize {
-        self.steps.iter().filter(|s| matches!(s, Step::Clear { .. })).count()
-    }
-
     pub fn kernels(&self) -> &[Kernel] {
         &self.kernels
     }

@@ -1,8 +1,11 @@
 //! Where a step's time goes: every dispatch of a recorded [`Plan`] timed on its own (see
 //! [`Plan::time`]), labelled by kernel and by the network layer that recorded it, and summed into
-//! the tables `ddpm-gpu profile` prints.
+//! the tables `ddpm-gpu profile` and `cargo bench --bench kernels` print.
+
+use std::collections::BTreeMap;
 
 use super::plan::{Plan, Timer};
+use super::Gpu;
 
 /// One dispatch of a profiled plan.
 #[derive(Clone, Debug)]
@@ -25,6 +28,73 @@ pub struct Row {
     pub seconds: f64,
     pub flops: f64,
     pub bytes: f64,
+}
+
+/// What a table's rates are compared with: the roofline probes of `ops::peak`, measured in the
+/// same run.
+#[derive(Clone, Debug, Default)]
+pub struct Probes {
+    /// GFLOP/s of the peak-FMA probe.
+    pub gflops: f64,
+    /// GB/s of the copy probe by buffer bytes (see [`Probes::copy_size`]); empty: GB/s rows get
+    /// no "% of copy".
+    pub copy_gbps: BTreeMap<usize, f64>,
+}
+
+impl Probes {
+    /// The copy-probe buffer a kernel binding `bytes` per launch is compared with: the power of
+    /// two nearest to half of them (a copy reads one buffer and writes another), between 1 and
+    /// 64 MiB.
+    pub fn copy_size(bytes: f64) -> usize {
+        1 << ((bytes / 2.0).max(1.0).log2().round() as u32).clamp(20, 26)
+    }
+
+    /// "peak-FMA probe … GFLOP/s; copy probe … GB/s at 1 MiB, …" for a report's header.
+    pub fn describe(&self) -> String {
+        let copy: Vec<String> = self
+            .copy_gbps
+            .iter()
+            .map(|(size, gbs)| format!("{gbs:.2} GB/s at {} MiB", size >> 20))
+            .collect();
+        format!(
+            "peak-FMA probe {:.1} GFLOP/s; copy probe {}",
+            self.gflops,
+            if copy.is_empty() {
+                "not run".into()
+            } else {
+                copy.join(", ")
+            }
+        )
+    }
+
+    /// GB/s of the measured copy probe nearest (in log scale) to [`Probes::copy_size`] of
+    /// `bytes`.
+    pub fn copy_for(&self, bytes: f64) -> Option<f64> {
+        let want = Probes::copy_size(bytes) as f64;
+        let off = |size: usize| (size as f64 / want).log2().abs();
+        self.copy_gbps
+            .iter()
+            .min_by(|a, b| off(*a.0).total_cmp(&off(*b.0)))
+            .map(|(_, gbs)| *gbs)
+    }
+
+    /// The peak-FMA probe, and the copy probe at every size a dispatch of `profiles` that moves
+    /// bytes without stated FLOPs is compared with.
+    pub fn measure(gpu: &Gpu, profiles: &[&Profile]) -> Probes {
+        let sizes: std::collections::BTreeSet<usize> = profiles
+            .iter()
+            .flat_map(|p| &p.dispatches)
+            .filter(|d| d.flops == 0.0 && d.bytes > 0.0)
+            .map(|d| Probes::copy_size(d.bytes))
+            .collect();
+        Probes {
+            gflops: crate::ops::peak::peak_gflops(gpu),
+            copy_gbps: sizes
+                .into_iter()
+                .map(|s| (s, crate::ops::peak::copy_gbps(gpu, s)))
+                .collect(),
+        }
+    }
 }
 
 /// The dispatches of one plan, timed.
@@ -111,32 +181,31 @@ impl Profile {
     }
 
     /// A markdown table of `rows` (at most `limit`, the rest summed into one line): launches,
-    /// ms, share of the dispatches' total, and GFLOP/s with its share of `peak_gflops` where the
-    /// kernels state their FLOPs, else GB/s of the bytes they bind.
-    pub fn table(&self, title: &str, rows: &[Row], limit: usize, peak_gflops: f64) -> String {
+    /// ms, share of the dispatches' total, and GFLOP/s with its share of the peak-FMA probe where
+    /// the kernels state their FLOPs, else GB/s of the bytes they bind with its share of the copy
+    /// probe for the row's bytes per launch ([`Probes::copy_for`]).
+    pub fn table(&self, title: &str, rows: &[Row], limit: usize, probes: &Probes) -> String {
         let total = self.total();
         let mut out = format!(
-            "| {title} | launches | ms | share | GFLOP/s | % of peak | GB/s |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            "| {title} | launches | ms | share | GFLOP/s | % of FMA peak | GB/s | % of copy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
         );
         let line = |r: &Row| {
-            let (gflops, pct, gbs) = if r.flops == 0.0 && r.bytes == 0.0 {
-                Default::default()
-            } else if r.flops > 0.0 {
-                let g = r.flops / r.seconds / 1e9;
-                (
-                    format!("{g:.2}"),
-                    format!("{:.1}", 100.0 * g / peak_gflops),
-                    String::new(),
-                )
+            let rate = |per_s: f64, peak: Option<f64>| {
+                let pct = peak.map(|p| format!("{:.1}", 100.0 * per_s / p)).unwrap_or_default();
+                [format!("{per_s:.2}"), pct]
+            };
+            let [gflops, flop_pct, gbs, copy_pct] = if r.flops > 0.0 {
+                let [g, p] = rate(r.flops / r.seconds / 1e9, Some(probes.gflops));
+                [g, p, String::new(), String::new()]
+            } else if r.bytes > 0.0 {
+                let copy = probes.copy_for(r.bytes / r.launches as f64);
+                let [g, p] = rate(r.bytes / r.seconds / 1e9, copy);
+                [String::new(), String::new(), g, p]
             } else {
-                (
-                    String::new(),
-                    String::new(),
-                    format!("{:.2}", r.bytes / r.seconds / 1e9),
-                )
+                Default::default()
             };
             format!(
-                "| {} | {} | {:.3} | {:.1}% | {gflops} | {pct} | {gbs} |\n",
+                "| {} | {} | {:.3} | {:.1}% | {gflops} | {flop_pct} | {gbs} | {copy_pct} |\n",
                 if r.name.is_empty() { "-" } else { &r.name },
                 r.launches,
                 r.seconds * 1e3,

@@ -190,8 +190,9 @@ impl Case {
         }
     }
 
-    /// Record the case with `variant` (JSON) into a plan, on zero tensors of its shape.
-    fn record(&self, gpu: &Gpu, variant: &str) -> Result<Plan> {
+    /// Record the case with `variant` (JSON; any of the op's variants, not only the candidates)
+    /// into a plan, on zero tensors of its shape.
+    pub fn record(&self, gpu: &Gpu, variant: &str) -> Result<Plan> {
         let mut p = Plan::new(gpu);
         let zeros = |n: usize| gpu.zeros(&[n.max(1)]);
         match self {
