@@ -28,6 +28,8 @@ pub trait Collective {
     fn sum_f64(&self, x: f64) -> f64;
     /// The largest `x` of all ranks (a stop request: its signal number, 0 for none).
     fn max_i32(&self, x: i32) -> i32;
+    /// Wait until every rank has arrived here.
+    fn barrier(&self);
     /// Every rank's `text`, in rank order, on rank 0 (other ranks get an empty list).
     fn gather_text(&self, text: &str) -> Vec<String>;
     /// Stop every rank at once with exit status `code` (after an error on one rank, which the
@@ -55,6 +57,7 @@ impl Collective for Single {
     fn max_i32(&self, x: i32) -> i32 {
         x
     }
+    fn barrier(&self) {}
     fn gather_text(&self, text: &str) -> Vec<String> {
         vec![text.to_string()]
     }
@@ -173,6 +176,9 @@ pub mod mpi {
             let mut out = 0;
             self.world.all_reduce_into(&x, &mut out, SystemOperation::max());
             out
+        }
+        fn barrier(&self) {
+            self.world.barrier();
         }
         fn gather_text(&self, text: &str) -> Vec<String> {
             // Lengths first (gather), then the bytes (gatherv at rank 0).
