@@ -279,9 +279,10 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs, comm: &dyn Collective) -> Result
             let cfg = train_config(args, &args.model)?;
             let mut sched = SchedulerConfig::paper();
             sched.beta_schedule = beta_schedule(args.schedule.as_deref().unwrap_or("linear"))?;
-            // The folder is claimed (created, or found empty) only once everything is ready.
+            // The folder is claimed (created, or found empty) only once everything is ready, by
+            // rank 0 alone.
             let root = args.out.clone().unwrap_or_default();
-            if let (Some(out), true) = (&args.out, lead) {
+            if let Some(out) = args.out.as_ref().filter(|_| lead) {
                 check_new_run_folder(out)?;
             }
             (RunDir { root }, model, sched, cfg)
