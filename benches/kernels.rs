@@ -263,28 +263,28 @@ fn issue_shapes(gpu: &Gpu) {
         shape,
         f,
         false,
-        &|p| conv2d::forward(p, &s, &x, &w, Some(&b), &y),
+        &|p| conv2d::forward(p, &s, None, &x, &w, Some(&b), &y),
         Some(&|p| conv2d::forward_naive(p, &s, &x, &w, Some(&b), &y)),
     ) + row(
         "conv2d backward_input",
         shape,
         f,
         false,
-        &|p| conv2d::backward_input(p, &s, &y, &w, &dx),
+        &|p| conv2d::backward_input(p, &s, None, &y, &w, &dx),
         Some(&|p| conv2d::backward_input_naive(p, &s, &y, &w, &dx)),
     ) + row(
         "conv2d backward_weight",
         shape,
         f,
         false,
-        &|p| conv2d::backward_weight(p, &s, &x, &y, &dw),
+        &|p| conv2d::backward_weight(p, &s, None, &x, &y, &dw),
         Some(&|p| conv2d::backward_weight_naive(p, &s, &x, &y, &dw)),
     ) + row(
         "conv2d backward_bias",
         shape,
         4.0 * y.len() as f64,
         true,
-        &|p| conv2d::backward_bias(p, &s, &y, &db),
+        &|p| conv2d::backward_bias(p, &s, None, &y, &db),
         None,
     );
     let g = GroupNorm {
@@ -301,7 +301,16 @@ fn issue_shapes(gpu: &Gpu) {
         "[32, 64, 28, 28] g32",
         8.0 * x.len() as f64,
         true,
-        &|p| group_norm::forward(p, &g, &x, &b, &db, &y, &stats_a, &stats_b),
+        &|p| {
+            let t = group_norm::Tensors {
+                x: &x,
+                gamma: &b,
+                beta: &db,
+                mean: &stats_a,
+                rstd: &stats_b,
+            };
+            group_norm::forward(p, &g, group_norm::Options::default(), t, &y)
+        },
         None,
     );
     for size in [512, 1024] {

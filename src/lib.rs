@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod diffusion;
+pub mod dist;
 pub mod files;
 pub mod gpu;
 pub mod model;

@@ -49,10 +49,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let opts = GpuOptions { adapter: cli.adapter };
+    // Under `mpirun`/`srun` with the feature `mpi`: this process's rank of the run; else alone.
+    let comm = ddpm_gpu::dist::init();
+    let opts = GpuOptions {
+        adapter: cli.adapter,
+        nth: comm.local_rank(),
+    };
     let result: Result<()> = match cli.command {
-        Command::Info(args) => cli::info::run(&opts, &args),
-        Command::Train(args) => cli::train::run(&opts, &args),
+        Command::Info(args) => cli::info::run(&opts, &args, comm.as_ref()),
+        Command::Train(args) => cli::train::run(&opts, &args, comm.as_ref()),
         Command::Sample(args) => cli::sample::run(&opts, &args),
         Command::Interpolate(args) => cli::interpolate::run(&opts, &args),
         Command::Eval(args) => cli::eval::run(&opts, &args),
@@ -62,7 +67,14 @@ fn main() {
     };
     if let Err(e) = result {
         if e.downcast_ref::<cli::Interrupted>().is_some() {
+            // Every rank of a run decided to stop at the same step: MPI finalizes cleanly.
+            drop(comm);
             std::process::exit(cli::interrupted_status());
+        }
+        if comm.size() > 1 {
+            // The other ranks would wait for this one in their next collective: stop them all.
+            eprintln!("error on rank {}: {e:#}", comm.rank());
+            comm.abort(1);
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);

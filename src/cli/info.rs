@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use ddpm_gpu::dist::Collective;
 use ddpm_gpu::gpu::{adapter_features, enumerate_adapters, Gpu, GpuOptions};
 use ddpm_gpu::model::{ParamTable, UNet};
 
@@ -12,7 +13,29 @@ pub struct InfoArgs {
     model: Option<String>,
 }
 
-pub fn run(opts: &GpuOptions, args: &InfoArgs) -> Result<()> {
+pub fn run(opts: &GpuOptions, args: &InfoArgs, comm: &dyn Collective) -> Result<()> {
+    if comm.size() > 1 {
+        // Under mpirun: which adapter each rank would train on, then rank 0's full report.
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let mine = match Gpu::new(opts) {
+            Ok(gpu) => gpu.describe(),
+            Err(e) => format!("no adapter: {e:#}"),
+        };
+        let line = format!(
+            "rank {} (host {}, local rank {}): {mine}",
+            comm.rank(),
+            host.trim(),
+            comm.local_rank()
+        );
+        let lines = comm.gather_text(&line);
+        if comm.rank() != 0 {
+            return Ok(());
+        }
+        println!("{} ranks:", comm.size());
+        for l in lines {
+            println!("  {l}");
+        }
+    }
     println!("adapters:");
     for a in enumerate_adapters() {
         let i = a.get_info();

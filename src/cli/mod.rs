@@ -51,6 +51,20 @@ pub fn interrupted_status() -> i32 {
     128 + signals::SIGNAL.load(Ordering::SeqCst)
 }
 
+/// The number of the signal that asked this process to stop, 0 while none has.
+pub fn stop_signal() -> i32 {
+    if signals::STOP.load(Ordering::SeqCst) {
+        signals::SIGNAL.load(Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
+/// Exit, once interrupted, with 128 + `sig`: the signal that another rank of the run received.
+pub fn set_stop_signal(sig: i32) {
+    signals::SIGNAL.store(sig, Ordering::SeqCst);
+}
+
 #[cfg(unix)]
 mod signals {
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};

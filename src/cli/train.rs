@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,7 @@ use ddpm_gpu::diffusion::ddim::{DdimOptions, Spacing};
 use ddpm_gpu::diffusion::sampler::{ddim_chain, ddpm_chain, SampleOptions, Sampler};
 use ddpm_gpu::diffusion::schedule::{BetaSchedule, SchedulerConfig};
 use ddpm_gpu::diffusion::trainer::{RunDir, TrainConfig, Trainer};
+use ddpm_gpu::dist::{Collective, Shard};
 use ddpm_gpu::files::FolderLock;
 use ddpm_gpu::gpu::{Gpu, GpuOptions};
 use ddpm_gpu::model::{save_folder, UNetConfig};
@@ -177,13 +178,14 @@ fn beta_schedule(name: &str) -> Result<BetaSchedule> {
 /// The config of a resumed run: the one stored in its folder, with each flag given beside
 /// `--resume` either applied from the resumed step on (said in one line: a lower `--lr` after a
 /// divergence is a real use) or, where it would no longer continue the same run, refused by name.
-/// None is ignored.
+/// None is ignored. `say`: print the changes (rank 0 of a run of several does).
 fn resume_config(
     args: &TrainArgs,
     mut cfg: TrainConfig,
     model: &UNetConfig,
     sched: &SchedulerConfig,
     dir: &Path,
+    say: bool,
 ) -> Result<TrainConfig> {
     let flag = |field: &str| format!("--{}", field.replace('_', "-"));
     let refuse = |what: String, stored: String| -> Result<TrainConfig> {
@@ -231,7 +233,9 @@ fn resume_config(
         ($($f:ident),*) => { $(
             if let Some(v) = args.$f {
                 if v != cfg.$f {
-                    eprintln!("{}: {} → {} from here on", flag(stringify!($f)), show(&cfg.$f), show(&v));
+                    if say {
+                        eprintln!("{}: {} → {} from here on", flag(stringify!($f)), show(&cfg.$f), show(&v));
+                    }
                     cfg.$f = v;
                 }
             }
@@ -242,7 +246,10 @@ fn resume_config(
     Ok(cfg)
 }
 
-pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
+/// Train as one rank of `comm`'s run (alone, or under `mpirun`/`srun` with the feature `mpi`):
+/// every rank trains; rank 0 alone writes the run folder, the metrics, checkpoints and samples.
+pub fn run(opts: &GpuOptions, args: &TrainArgs, comm: &dyn Collective) -> Result<()> {
+    let lead = comm.rank() == 0;
     // Where the run lives, and what it trains.
     let (mut run, mut model, sched, cfg) = match &args.resume {
         Some(dir) => {
@@ -260,7 +267,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
                 .with_context(|| format!("reading {}", run.train_config().display()))?;
             let stored: TrainConfig =
                 serde_json::from_str(&text).with_context(|| format!("{}: invalid", run.train_config().display()))?;
-            let cfg = resume_config(args, stored, &model, &sched, dir)?;
+            let cfg = resume_config(args, stored, &model, &sched, dir, lead)?;
             (run, model, sched, cfg)
         }
         None => {
@@ -272,14 +279,23 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             let cfg = train_config(args, &args.model)?;
             let mut sched = SchedulerConfig::paper();
             sched.beta_schedule = beta_schedule(args.schedule.as_deref().unwrap_or("linear"))?;
-            // The folder is claimed (created, or found empty) only once everything is ready.
+            // The folder is claimed (created, or found empty) only once everything is ready, by
+            // rank 0 alone.
             let root = args.out.clone().unwrap_or_default();
-            if let Some(out) = &args.out {
+            if let Some(out) = args.out.as_ref().filter(|_| lead) {
                 check_new_run_folder(out)?;
             }
             (RunDir { root }, model, sched, cfg)
         }
     };
+    if !cfg.batch_size.is_multiple_of(comm.size()) {
+        bail!(
+            "--batch-size {} is the global batch of the {} ranks and must divide by {1} \
+             (each rank trains on batch / ranks images)",
+            cfg.batch_size,
+            comm.size()
+        );
+    }
     let source = match &cfg.data {
         Some(p) => Source::Path(p.clone()),
         None => Source::BuiltinMnist,
@@ -312,14 +328,26 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         model.num_class_embeds = Some(classes + 1);
     }
     let gpu = Gpu::new(opts)?;
-    eprintln!("adapter: {}", gpu.describe());
-    eprintln!(
-        "data: {} images {}×{size}×{size}; model: {} parameters",
-        dataset.n,
-        dataset.channels,
-        ddpm_gpu::model::ParamTable::new(&model).count()
-    );
-    if cfg.batch_size > dataset.n {
+    if comm.size() > 1 {
+        eprintln!(
+            "rank {} of {} (local rank {}): adapter {}",
+            comm.rank(),
+            comm.size(),
+            comm.local_rank(),
+            gpu.describe()
+        );
+    } else {
+        eprintln!("adapter: {}", gpu.describe());
+    }
+    if lead {
+        eprintln!(
+            "data: {} images {}×{size}×{size}; model: {} parameters",
+            dataset.n,
+            dataset.channels,
+            ddpm_gpu::model::ParamTable::new(&model).count()
+        );
+    }
+    if lead && cfg.batch_size > dataset.n {
         eprintln!(
             "warning: --batch-size {} is larger than the data ({} images): every step repeats images, \
              and costs {:.0}× a pass over the whole data set",
@@ -337,8 +365,9 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         );
     }
     // The scorer of the sample grids, from the training data (its classifier is cached).
-    let scorer = if cfg.score && cfg.sample_images >= 2 && dataset.labels.is_some() && dataset.n >= quality::MIN_IMAGES
-    {
+    let scorer = if !lead {
+        None
+    } else if cfg.score && cfg.sample_images >= 2 && dataset.labels.is_some() && dataset.n >= quality::MIN_IMAGES {
         let cache = ddpm_gpu::files::cache_dir();
         Some(Scorer::new(&gpu, &dataset, cache.as_deref(), &mut |line| {
             eprintln!("{line}")
@@ -356,20 +385,42 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
     super::enable_tuning(&gpu, args.tune.no_tune);
     // The step's cases are found by recording it on synthetic data (one extra build at start):
     // the real data set moves into the trainer, which could then not be rebuilt after tuning.
-    super::ensure_tuned(&gpu, || Trainer::synthetic(&gpu, &model, &cfg, &weights).map(drop))?;
-    let mut trainer = Trainer::new(&gpu, &model, &sched, &cfg, dataset, &weights)?;
+    // A rank records (and tunes) its share of the batch.
+    let share = TrainConfig {
+        batch_size: cfg.batch_size / comm.size(),
+        ..cfg.clone()
+    };
+    super::ensure_tuned(&gpu, || Trainer::synthetic(&gpu, &model, &share, &weights).map(drop))?;
+    let mut trainer = Trainer::new_shard(&gpu, &model, &sched, &cfg, dataset, &weights, Shard::of(comm))?;
     let (weights_b, acts_b, data_b) = trainer.gpu_bytes();
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
-    eprintln!(
-        "GPU memory: {:.0} MiB (weights, gradients, Adam and EMA {:.0} MiB; activations of {} images per pass {:.0} MiB; data {:.0} MiB)",
-        mib(weights_b + acts_b + data_b),
-        mib(weights_b),
-        trainer.micro_batch,
-        mib(acts_b),
-        mib(data_b)
-    );
+    if lead {
+        eprintln!(
+            "GPU memory: {:.0} MiB (weights, gradients, Adam and EMA {:.0} MiB; activations of {} images per pass {:.0} MiB; data {:.0} MiB)",
+            mib(weights_b + acts_b + data_b),
+            mib(weights_b),
+            trainer.micro_batch,
+            mib(acts_b),
+            mib(data_b)
+        );
+    }
+    if comm.size() > 1 && lead {
+        eprintln!(
+            "{} ranks, {} images each per step; each step sums {:.1} MiB of gradients over the ranks (MPI_Allreduce)",
+            comm.size(),
+            cfg.batch_size / comm.size(),
+            mib(4 * trainer.table.total)
+        );
+    }
+    if args.resume.is_some() && !lead {
+        // Every rank reads the checkpoint (the run folder must be visible to all of them, as a
+        // cluster's shared file system is); rank 0 alone writes.
+        trainer.load_state(&run.state())?;
+    }
     // Held while this process trains in the folder: a second one gets a clear error.
-    let _lock = if args.resume.is_some() {
+    let _lock = if !lead {
+        None
+    } else if args.resume.is_some() {
         let lock = FolderLock::take(&run.root)?;
         trainer.load_state(&run.state())?;
         if cfg.steps <= trainer.step {
@@ -384,7 +435,7 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         truncate_metrics(&run.metrics(), trainer.step)?;
         // The config as the run now continues: extended steps, flags applied.
         ddpm_gpu::files::write_atomic(&run.train_config(), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
-        lock
+        Some(lock)
     } else {
         run.root = match &args.out {
             Some(out) => {
@@ -401,30 +452,46 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
         sched.save(&run.scheduler().join("scheduler_config.json"))?;
         ddpm_gpu::files::write_atomic(&run.root.join("model_index.json"), MODEL_INDEX.as_bytes())?;
         save_folder(&run.unet(), &model, &trainer.table, &weights)?;
-        lock
+        Some(lock)
     };
+    if comm.size() > 1 && comm.sum_f64(trainer.step as f64) != (trainer.step * comm.size()) as f64 {
+        bail!(
+            "rank {} resumed at step {}, but not every rank did",
+            comm.rank(),
+            trainer.step
+        );
+    }
     let stop = super::stop_flag()?;
-    eprintln!("run folder: {}", run.root.display());
+    let bar = if lead {
+        eprintln!("run folder: {}", run.root.display());
+        ProgressBar::new(cfg.steps as u64).with_position(trainer.step as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     let flops_per_step = 3.0 * trainer.forward_flops();
-    let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.step as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
             .expect("progress template"),
     );
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.metrics())
-        .with_context(|| format!("opening {}", run.metrics().display()))?;
+    let mut metrics = match lead {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run.metrics())
+                .with_context(|| format!("opening {}", run.metrics().display()))?,
+        ),
+        false => None,
+    };
     let mut window = (Instant::now(), trainer.step);
     let (run_start, first_step) = (Instant::now(), trainer.step);
     let mut last_line = Instant::now();
     // The step of the newest checkpoint on disk (a resumed run starts at one).
     let mut saved_step = (trainer.step > 0).then_some(trainer.step);
     while trainer.step < cfg.steps {
-        trainer.run_step();
+        trainer.run_step_in(comm);
         let step = trainer.step;
-        if step == first_step + 1 && cfg.steps > step {
+        if lead && step == first_step + 1 && cfg.steps > step {
             // Timed, so a user knows at once whether the run takes minutes or hours here.
             trainer.read_loss();
             let secs = run_start.elapsed().as_secs_f64();
@@ -438,11 +505,21 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             });
         }
         let last = step == cfg.steps;
-        let mut interrupted = stop.load(Ordering::SeqCst);
+        // A stop asked of any rank stops every rank after this step (one cheap all-reduce).
+        let signal = comm.max_i32(super::stop_signal());
+        if signal > 0 {
+            super::set_stop_signal(signal);
+        }
+        let mut interrupted = signal > 0;
         let save = last || interrupted || step % cfg.checkpoint_every == 0;
         // The loss is always checked before a checkpoint, so a diverged state is never saved.
         if step % cfg.log_every == 0 || save {
             let (loss, grad_norm) = trainer.read_loss();
+            // Each rank's loss is that of its share of the batch: the batch's is their mean.
+            let loss = match comm.size() {
+                1 => loss,
+                ranks => (comm.sum_f64(loss as f64) / ranks as f64) as f32,
+            };
             if !loss.is_finite() || !grad_norm.is_finite() {
                 bar.abandon();
                 let kept = match saved_step {
@@ -462,14 +539,16 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             let ips = done * cfg.batch_size as f64 / secs;
             let gflops = done * flops_per_step / secs / 1e9;
             window = (Instant::now(), step);
-            writeln!(
-                metrics,
-                "{}",
-                serde_json::json!({"step": step, "loss": loss, "grad_norm": grad_norm, "lr": cfg.lr_at(step - 1), "images_per_s": ips})
-            )?;
+            if let Some(metrics) = &mut metrics {
+                writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::json!({"step": step, "loss": loss, "grad_norm": grad_norm, "lr": cfg.lr_at(step - 1), "images_per_s": ips})
+                )?;
+            }
             bar.set_message(format!("loss {loss:.4}  {ips:.1} img/s  {gflops:.1} GFLOP/s"));
             // The bar draws only on a terminal: into a file or pipe, a line every 30 s instead.
-            if bar.is_hidden() && (last_line.elapsed().as_secs() >= 30 || save) {
+            if lead && bar.is_hidden() && (last_line.elapsed().as_secs() >= 30 || save) {
                 last_line = Instant::now();
                 let left = run_start.elapsed().as_secs_f64() / (step - first_step) as f64 * (cfg.steps - step) as f64;
                 eprintln!(
@@ -481,29 +560,52 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             }
         }
         bar.set_position(step as u64);
-        if save {
+        if save && lead {
             checkpoint(&trainer, &run)?;
             saved_step = Some(step);
         }
         if !last && cfg.sample_every > 0 && cfg.sample_images > 0 && step % cfg.sample_every == 0 {
-            match sample_grid(&gpu, &trainer, &sched, &run, step, stop)? {
-                Some(images) => score_grid(&gpu, scorer.as_ref(), &images, &run, step, &mut metrics)?,
-                // Stopped while sampling: save this step unless it was just saved.
-                None if !save => {
+            // Rank 0 (which holds the metrics) samples while the others wait for it in the next
+            // collective.
+            let mut stopped = false;
+            if let Some(metrics) = &mut metrics {
+                match sample_grid(&gpu, &trainer, &sched, &run, step, stop)? {
+                    Some(images) => score_grid(&gpu, scorer.as_ref(), &images, &run, step, metrics)?,
+                    None => stopped = true,
+                }
+            }
+            if comm.size() > 1 {
+                // Rank 0 stopped while sampling, or another rank was asked to stop meanwhile.
+                let signal = comm.max_i32(super::stop_signal());
+                if signal > 0 {
+                    super::set_stop_signal(signal);
+                    stopped = true;
+                }
+            }
+            if stopped {
+                // Save this step unless it was just saved.
+                if lead && !save {
                     checkpoint(&trainer, &run)?;
                     saved_step = Some(step);
-                    interrupted = true;
                 }
-                None => interrupted = true,
+                interrupted = true;
             }
         }
         if interrupted {
             bar.abandon_with_message(format!("interrupted: checkpoint saved at step {step}"));
-            eprintln!("resume with: ddpm-gpu train --resume {}", run.root.display());
+            if lead {
+                eprintln!("resume with: ddpm-gpu train --resume {}", run.root.display());
+            }
+            report_reduce_time(&trainer, comm, run_start.elapsed().as_secs_f64());
             return Err(super::Interrupted.into());
         }
     }
     bar.finish();
+    report_reduce_time(&trainer, comm, run_start.elapsed().as_secs_f64());
+    // Rank 0 draws the end-of-run grid; the other ranks are done.
+    let Some(metrics) = &mut metrics else {
+        return Ok(());
+    };
     if cfg.sample_images > 0 && trainer.step > 0 {
         let Some(images) = sample_grid(&gpu, &trainer, &sched, &run, trainer.step, stop)? else {
             eprintln!(
@@ -514,10 +616,30 @@ pub fn run(opts: &GpuOptions, args: &TrainArgs) -> Result<()> {
             );
             return Err(super::Interrupted.into());
         };
-        score_grid(&gpu, scorer.as_ref(), &images, &run, trainer.step, &mut metrics)?;
+        score_grid(&gpu, scorer.as_ref(), &images, &run, trainer.step, metrics)?;
     }
     eprintln!("done: {}", run.root.display());
     Ok(())
+}
+
+/// With several ranks, rank 0 says what summing the gradients cost: bytes and seconds per step
+/// and the share of the training time (`secs`, sampling included) it took.
+fn report_reduce_time(trainer: &Trainer, comm: &dyn Collective, secs: f64) {
+    let t = trainer.reduce_time;
+    if comm.size() < 2 || comm.rank() != 0 || t.steps == 0 {
+        return;
+    }
+    let per_step = |s: f64| s / t.steps as f64 * 1e3;
+    eprintln!(
+        "gradient all-reduce: {:.1} MiB per step over {} ranks; {:.1} ms per step (read back and write {:.1} ms, MPI_Allreduce {:.1} ms), {:.1}% of the {:.1} ms of a step",
+        (4 * trainer.table.total) as f64 / (1 << 20) as f64,
+        comm.size(),
+        per_step(t.copy + t.all_reduce),
+        per_step(t.copy),
+        per_step(t.all_reduce),
+        100.0 * (t.copy + t.all_reduce) / secs,
+        secs / t.steps as f64 * 1e3
+    );
 }
 
 /// Refuse an `--out` folder that already holds something: a run's files (that run would be

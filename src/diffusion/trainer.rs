@@ -8,6 +8,11 @@
 //! q_sample (gather x₀, draw ε, x_t = √ᾱ x₀ + √(1−ᾱ) ε, eq. 4) → U-Net forward → L_simple and its
 //! gradient (eq. 14) → U-Net backward → global gradient norm → Adam → EMA.
 //! The CPU waits only when it logs the loss.
+//!
+//! A run of several processes ([`crate::dist`]) records the step as two plans instead, from the
+//! same code: the gradients of the rank's share of the batch, then the optimizer. Between them
+//! the gradient buffer is read back, summed over the ranks and written back
+//! ([`Trainer::run_step_in`]).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::diffusion::schedule::{Schedule, SchedulerConfig};
+use crate::dist::{Collective, Shard, Single};
 use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
 use crate::model::{DropoutKernel, ParamTable, UNet, UNetConfig};
 use crate::ops::adam::{self, AdamParams};
@@ -254,10 +260,19 @@ pub struct Trainer {
     pub grad_sumsq: Tensor,
     /// Steps completed.
     pub step: usize,
-    /// Images per forward/backward pass; the batch is `micro_batch × micro_batches.len()`.
+    /// Images per forward/backward pass; this process's share of the batch is
+    /// `micro_batch × micro_batches.len()`.
     pub micro_batch: usize,
+    /// This process's share of each batch (the whole batch unless the run has several ranks).
+    pub shard: Shard,
+    /// Time spent summing gradients over the ranks (zero for one process).
+    pub reduce_time: ReduceTime,
     net: UNet,
+    /// The step; with several ranks, its gradient part only.
     plan: Plan,
+    /// With several ranks, the optimizer part of the step (norm, Adam, EMA), run once the
+    /// gradients are summed; `None` for one process, whose single plan holds it.
+    optimizer: Option<Plan>,
     data: Tensor,
     /// When the dataset does not fit one binding, batches are gathered on the CPU.
     host_data: Option<Dataset>,
@@ -267,6 +282,16 @@ pub struct Trainer {
     micro_batches: Vec<MicroBatch>,
     adam_kernels: Vec<(KernelRef<AdamParams>, usize)>, // (kernel, chunk length)
     ema_kernels: Vec<(KernelRef<EmaParams>, usize)>,   // (kernel, chunk length)
+}
+
+/// Seconds of the steps' gradient exchange in a run of several ranks, summed over steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReduceTime {
+    pub steps: usize,
+    /// Reading the gradients back from the GPU and writing the sums back.
+    pub copy: f64,
+    /// `MPI_Allreduce` (including waiting for the slowest rank to arrive).
+    pub all_reduce: f64,
 }
 
 /// The per-micro-batch inputs and the kernels whose seeds change every step.
@@ -299,7 +324,29 @@ impl Trainer {
         dataset: Dataset,
         weights: &[f32],
     ) -> Result<Trainer> {
+        Self::new_shard(gpu, model, sched, cfg, dataset, weights, Shard::WHOLE)
+    }
+
+    /// [`Trainer::new`] for one rank of a data-parallel run: it processes `shard`'s share of
+    /// each global batch of `cfg.batch_size` images, and its step is two plans (gradients, then
+    /// the optimizer) for [`Trainer::run_step_in`] to sum the gradients between.
+    pub fn new_shard(
+        gpu: &Gpu,
+        model: &UNetConfig,
+        sched: &SchedulerConfig,
+        cfg: &TrainConfig,
+        dataset: Dataset,
+        weights: &[f32],
+        shard: Shard,
+    ) -> Result<Trainer> {
         cfg.validate()?;
+        if !cfg.batch_size.is_multiple_of(shard.ranks) {
+            bail!(
+                "--batch-size {} (the global batch) must divide by the {} ranks of the run",
+                cfg.batch_size,
+                shard.ranks
+            );
+        }
         let table = ParamTable::new(model);
         let size = model.sample_size();
         if dataset.channels != model.in_channels || dataset.height != size || dataset.width != size {
@@ -335,7 +382,16 @@ impl Trainer {
             }
         };
         let schedule = Schedule::new(sched);
-        let n = cfg.batch_size;
+        // This rank's images of each batch.
+        let n = cfg.batch_size / shard.ranks;
+        if cfg.micro_batch > 0 && !n.is_multiple_of(cfg.micro_batch) {
+            bail!(
+                "--micro-batch {} must divide each rank's share of the batch ({} of {} images)",
+                cfg.micro_batch,
+                n,
+                cfg.batch_size
+            );
+        }
         let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
         let total = table.total;
         let params = gpu.tensor(&[total], weights);
@@ -374,6 +430,8 @@ impl Trainer {
             return Err(e.context(format!("no micro-batch of batch size {n} fits this adapter's limits")));
         };
         let k = n / mb;
+        // This rank's first image and micro-batch within the global batch.
+        let first = shard.rank * n;
 
         // The dataset stays on the GPU when it fits one storage binding.
         let dataset_len = dataset.n;
@@ -412,7 +470,7 @@ impl Trainer {
                 h: size,
                 w: size,
                 flip: cfg.flip,
-                first: c * mb,
+                first: first + c * mb,
             };
             // x₀ gathered from the dataset, ε drawn, x_t = √ᾱ x₀ + √(1−ᾱ) ε (eq. 4).
             let qk = plan.within("q_sample", |plan| {
@@ -425,11 +483,13 @@ impl Trainer {
             });
             let mut dropout = net.forward(&mut plan);
             net.zero_grads(&mut plan);
-            // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/k of the batch's.
+            // L_simple (eq. 14) and its gradient; a micro-batch's mean counts 1/(ranks·k) of the
+            // batch's, so that the gradients summed over micro-batches and ranks are the batch's.
+            let parts = shard.ranks * k;
             plan.within("loss", |plan| {
                 loss::mse_forward_backward(plan, net.output(), &target, &loss, net.d_output());
-                if k > 1 {
-                    elementwise::scale(plan, 1.0 / k as f32, net.d_output(), net.d_output());
+                if parts > 1 {
+                    elementwise::scale(plan, 1.0 / parts as f32, net.d_output(), net.d_output());
                 }
             });
             dropout.extend(net.backward(&mut plan));
@@ -443,8 +503,10 @@ impl Trainer {
                 dropout,
             });
         }
-        // Global gradient norm² = Σ over chunks of each chunk's Σ g², then Adam and the EMA.
-        let (adam_kernels, ema_kernels) = plan.within("optimizer", |plan| {
+        // Global gradient norm² = Σ over chunks of each chunk's Σ g², then Adam and the EMA: in
+        // the step's plan, or with several ranks in a plan of its own, run after the all-reduce.
+        let mut optimizer = (shard.ranks > 1).then(|| Plan::new(gpu));
+        let (adam_kernels, ema_kernels) = optimizer.as_mut().unwrap_or(&mut plan).within("optimizer", |plan| {
             for (i, &(o, len)) in chunk_list.iter().enumerate() {
                 reduce::sum_squares(plan, &grads.view(o, &[len]), &partials.view(i * 64, &[1]));
             }
@@ -492,8 +554,11 @@ impl Trainer {
             grad_sumsq,
             step: 0,
             micro_batch: mb,
+            shard,
+            reduce_time: ReduceTime::default(),
             net,
             plan,
+            optimizer,
             data,
             host_data,
             dataset_len,
@@ -516,7 +581,8 @@ impl Trainer {
         .at_step(step as u32 + 1)
     }
 
-    /// The rows and timesteps of step `step`'s batch, drawn from `(seed, step)` only.
+    /// The rows and timesteps of step `step`'s (global) batch, drawn from `(seed, step)` only:
+    /// every rank draws the whole batch and takes its share.
     pub fn batch_draw(&self, step: usize) -> (Vec<usize>, Vec<usize>) {
         let mut rng = StdRng::seed_from_u64(step_seed(self.cfg.seed, step, 0) as u64 | ((step as u64) << 32));
         let t_max = self.schedule.betas.len();
@@ -547,23 +613,39 @@ impl Trainer {
         )
     }
 
-    /// Run one training step (queued; does not wait).
+    /// Run one training step (queued; does not wait). One process only: a rank of a run of
+    /// several calls [`Trainer::run_step_in`].
     pub fn run_step(&mut self) {
+        self.run_step_in(&Single);
+    }
+
+    /// Run one training step as one rank of `comm`'s run (the trainer's [`Shard`]): with several
+    /// ranks, record the gradients of this rank's share, read them back, sum them over the ranks
+    /// (`comm.sum`, which waits for every rank), write the sums back and queue the optimizer.
+    pub fn run_step_in(&mut self, comm: &dyn Collective) {
+        assert_eq!(
+            comm.size(),
+            self.shard.ranks,
+            "a trainer runs with the ranks it was built for"
+        );
         let step = self.step;
         let (rows, ts) = self.batch_draw(step);
         let labels = self.label_draw(step, &rows);
         let mb = self.micro_batch;
+        // This rank's images of the batch.
+        let first = self.shard.rank * mb * self.micro_batches.len();
         if let Some(ds) = &self.host_data {
-            self.gpu.write(&self.data, &ds.batch(&rows));
+            let share = first..first + mb * self.micro_batches.len();
+            self.gpu.write(&self.data, &ds.batch(&rows[share]));
         }
         let drop = self.model.dropout;
         let seed = self.cfg.seed;
         for (c, micro) in self.micro_batches.iter().enumerate() {
-            let range = c * mb..(c + 1) * mb;
+            let range = first + c * mb..first + (c + 1) * mb;
             let t: Vec<f32> = ts[range.clone()].iter().map(|&t| t as f32).collect();
             let index: Vec<f32> = match &self.host_data {
                 None => rows[range.clone()].iter().map(|&r| r as f32).collect(),
-                Some(_) => range.clone().map(|r| r as f32).collect(),
+                Some(_) => (c * mb..(c + 1) * mb).map(|r| r as f32).collect(),
             };
             self.gpu.write(&micro.t, &t);
             if let (Some(dst), Some(labels)) = (&micro.labels, &labels) {
@@ -573,21 +655,38 @@ impl Trainer {
             self.gpu.write(&micro.index, &index);
             // Every micro-batch draws from the step's one noise stream (QSample::first).
             q_sample::set_seed(&self.plan, micro.q_kernel, &micro.q, step_seed(seed, step, 1));
-            let stream = (c as u64) << 16;
+            // The global micro-batch's index: a rank's share draws what one process draws.
+            let stream = ((first / mb + c) as u64) << 16;
             // A dropout layer's forward and backward kernels share its seed (the same mask).
             for d in &micro.dropout {
                 let layer_seed = step_seed(seed, step, 100 + d.layer as u64 + stream);
                 dropout::set_seed(&self.plan, d.kernel, d.len, drop, layer_seed);
             }
         }
+        let optimizer = self.optimizer.as_ref().unwrap_or(&self.plan);
         for &(k, len) in &self.adam_kernels {
-            self.plan.set_params(k, &Self::adam_params(&self.cfg, step, len));
+            optimizer.set_params(k, &Self::adam_params(&self.cfg, step, len));
         }
         let decay = self.cfg.ema_decay_at(step) as f32;
         for &(k, len) in &self.ema_kernels {
-            self.plan.set_params(k, &EmaParams::new(len, decay));
+            optimizer.set_params(k, &EmaParams::new(len, decay));
         }
         self.plan.run();
+        if let Some(optimizer) = &self.optimizer {
+            // Waiting for the gradients first keeps their computation out of the copy's time.
+            self.gpu.sync();
+            let start = std::time::Instant::now();
+            let mut grads = self.gpu.read(&self.grads);
+            let read = start.elapsed().as_secs_f64();
+            let start = std::time::Instant::now();
+            comm.sum(&mut grads);
+            self.reduce_time.all_reduce += start.elapsed().as_secs_f64();
+            let start = std::time::Instant::now();
+            self.gpu.write(&self.grads, &grads);
+            optimizer.run();
+            self.reduce_time.copy += read + start.elapsed().as_secs_f64();
+            self.reduce_time.steps += 1;
+        }
         self.step += 1;
     }
 
@@ -605,7 +704,8 @@ impl Trainer {
         &self.plan
     }
 
-    /// The loss and gradient norm of the last step (waits for the GPU).
+    /// The loss of the last step (of this rank's share of the batch, with several ranks) and the
+    /// gradient norm (of the whole batch) (waits for the GPU).
     pub fn read_loss(&self) -> (f32, f32) {
         let k = self.micro_batches.len();
         let loss = self

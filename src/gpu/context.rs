@@ -14,6 +14,10 @@ use super::{preprocess, Shader, Tensor};
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     pub adapter: Option<String>,
+    /// Which of the equally good adapters (those of the best kind among the ones matching
+    /// `adapter`) to open, counting from 0 and wrapping around: a rank's index among the ranks
+    /// of its machine in a run of several processes ([`crate::dist`]), so each opens its own GPU.
+    pub nth: usize,
 }
 
 /// The device, its queue and the cache of compiled pipelines. Cheap to clone (shared).
@@ -118,7 +122,11 @@ pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
         }
     }
     adapters.sort_by_key(|a| rank(&a.get_info()));
-    Ok(adapters.remove(0))
+    // The best kind, in the order wgpu lists them (the same in every process of a machine).
+    let best = rank(&adapters[0].get_info());
+    adapters.retain(|a| rank(&a.get_info()) == best);
+    let nth = opts.nth % adapters.len();
+    Ok(adapters.swap_remove(nth))
 }
 
 /// The limits to open the device with: the adapter's own (the defaults cap storage bindings at
