@@ -6,6 +6,7 @@ use common::*;
 use ddpm_gpu::diffusion::schedule::{
     cosine_alpha_bar, BetaSchedule, Schedule, SchedulerConfig, VarianceType, COSINE_MAX_BETA,
 };
+use ddpm_gpu::ops::q_sample::Inputs;
 use ddpm_gpu::reference::p_sample::StepCoefs;
 use ddpm_gpu::{ops, reference};
 
@@ -481,7 +482,13 @@ fn q_sample_matches_reference() {
         );
         let (x_t, eps) = (gpu.zeros(&[b, c, h, w]), gpu.zeros(&[b, c, h, w]));
         let mut p = Plan::new(&gpu);
-        let k = ops::q_sample::forward(&mut p, &s, &td, &ti, &tt, &table, &x_t, &eps, 11);
+        let inputs = Inputs {
+            data: &td,
+            index: &ti,
+            t: &tt,
+            table: &table,
+        };
+        let k = ops::q_sample::forward(&mut p, &s, inputs, &x_t, &eps, 11);
         for seed in [11u32, 12] {
             ops::q_sample::set_seed(&p, k, &s, seed);
             p.run();
@@ -519,17 +526,13 @@ fn q_sample_flips_and_gathers_the_right_images() {
     let x_t = gpu.zeros(&[b, c, h, w]);
     let eps = gpu.zeros(&[b, c, h, w]);
     let mut p = Plan::new(&gpu);
-    ops::q_sample::forward(
-        &mut p,
-        &s,
-        &gpu.tensor(&[n_data, c, h, w], &data),
-        &gpu.tensor(&[b], &index.iter().map(|&i| i as f32).collect::<Vec<_>>()),
-        &gpu.zeros(&[b]),
-        &table,
-        &x_t,
-        &eps,
-        2024,
-    );
+    let inputs = Inputs {
+        data: &gpu.tensor(&[n_data, c, h, w], &data),
+        index: &gpu.tensor(&[b], &index.iter().map(|&i| i as f32).collect::<Vec<_>>()),
+        t: &gpu.zeros(&[b]),
+        table: &table,
+    };
+    ops::q_sample::forward(&mut p, &s, inputs, &x_t, &eps, 2024);
     p.run();
     let (got, e) = (gpu.read(&x_t), gpu.read(&eps));
     let a0 = sched.alphas_cumprod[0].sqrt();
@@ -794,7 +797,13 @@ fn q_sample_split_into_micro_batches_draws_the_same_numbers() {
     let (x_all, e_all) = (gpu.zeros(&[b, c, h, w]), gpu.zeros(&[b, c, h, w]));
     let mut p = Plan::new(&gpu);
     let (ti, tt) = (gpu.tensor(&[b], &index), gpu.tensor(&[b], &t));
-    ops::q_sample::forward(&mut p, &whole, &data, &ti, &tt, &table, &x_all, &e_all, 5);
+    let inputs = Inputs {
+        data: &data,
+        index: &ti,
+        t: &tt,
+        table: &table,
+    };
+    ops::q_sample::forward(&mut p, &whole, inputs, &x_all, &e_all, 5);
     let mut parts = Vec::new();
     for first in (0..b).step_by(mb) {
         let s = ops::q_sample::QSample {
@@ -805,7 +814,13 @@ fn q_sample_split_into_micro_batches_draws_the_same_numbers() {
         let (x, e) = (gpu.zeros(&[mb, c, h, w]), gpu.zeros(&[mb, c, h, w]));
         let ti = gpu.tensor(&[mb], &index[first..first + mb]);
         let tt = gpu.tensor(&[mb], &t[first..first + mb]);
-        ops::q_sample::forward(&mut p, &s, &data, &ti, &tt, &table, &x, &e, 5);
+        let inputs = Inputs {
+            data: &data,
+            index: &ti,
+            t: &tt,
+            table: &table,
+        };
+        ops::q_sample::forward(&mut p, &s, inputs, &x, &e, 5);
         parts.push((x, e));
     }
     p.run();

@@ -474,7 +474,13 @@ impl Trainer {
             };
             // x₀ gathered from the dataset, ε drawn, x_t = √ᾱ x₀ + √(1−ᾱ) ε (eq. 4).
             let qk = plan.within("q_sample", |plan| {
-                let qk = q_sample::forward(plan, &qs, &data, &index, &t, &table_t, &net.input, &target, 0);
+                let inputs = q_sample::Inputs {
+                    data: &data,
+                    index: &index,
+                    t: &t,
+                    table: &table_t,
+                };
+                let qk = q_sample::forward(plan, &qs, inputs, &net.input, &target, 0);
                 elementwise::copy(plan, &t, &net.timesteps);
                 if let (Some(src), Some(dst)) = (&micro_labels, &net.class_labels) {
                     elementwise::copy(plan, src, dst);

@@ -52,23 +52,23 @@ fn params(s: &QSample, seed: u32) -> Params {
     }
 }
 
+/// What q_sample reads.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The data set (N_data, C, H, W).
+    pub data: &'a Tensor,
+    /// Each image's row in `data` and its timestep, (B) each, as f32 integers.
+    pub index: &'a Tensor,
+    pub t: &'a Tensor,
+    /// (T, 2) from `Schedule::q_sample_table`.
+    pub table: &'a Tensor,
+}
+
 /// x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε and eps = ε for each image b, with x0 = data[index[b]]
 /// (mirrored along W when `s.flip` and the coin of (seed, b) says so) and ε ~ N(0, I) drawn from
-/// (seed, element). `data` (N_data, C, H, W); `index`, `t` (B) as f32 integers; `table` (T, 2)
-/// from `Schedule::q_sample_table`; `x_t`, `eps` (B, C, H, W), written. Returns the kernel
-/// (see [`set_seed`]).
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    p: &mut Plan,
-    s: &QSample,
-    data: &Tensor,
-    index: &Tensor,
-    t: &Tensor,
-    table: &Tensor,
-    x_t: &Tensor,
-    eps: &Tensor,
-    seed: u32,
-) -> KernelRef<Params> {
+/// (seed, element); `x_t`, `eps` (B, C, H, W), written. Returns the kernel (see [`set_seed`]).
+pub fn forward(p: &mut Plan, s: &QSample, i: Inputs, x_t: &Tensor, eps: &Tensor, seed: u32) -> KernelRef<Params> {
+    let Inputs { data, index, t, table } = i;
     let chw = s.channels * s.h * s.w;
     assert!(
         chw > 0 && data.len() >= chw && data.len().is_multiple_of(chw),
