@@ -64,7 +64,8 @@ fn attention_block(gpu: &Gpu, peak: f64, s: &Attention) {
     let mut fwd = Plan::new(gpu);
     attention::forward(&mut fwd, s, &x, &as_w(&w), &buf, &y);
     let mut bwd = Plan::new(gpu);
-    attention::backward(&mut bwd, s, &x, &as_w(&w), &buf, &dy, &dx, &as_w(&g));
+    let grads = attention::AttentionGrads { dx: &dx, dw: as_w(&g) };
+    attention::backward(&mut bwd, s, &x, &as_w(&w), &buf, &dy, grads);
     let (tf, tb) = (peak::time_plan(gpu, &fwd, 3), peak::time_plan(gpu, &bwd, 3));
     let gf = s.flops() / tf / 1e9;
     let gb = 2.0 * s.flops() / tb / 1e9;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use ddpm_gpu::ops::attention::{self, Attention, AttentionBuffers, AttentionWeights};
+use ddpm_gpu::ops::attention::{self, Attention, AttentionBuffers, AttentionGrads, AttentionWeights};
 use ddpm_gpu::reference::attention::{self as reference, Weights};
 
 /// f32 products and softmax through ~6 chained ops against f64.
@@ -96,7 +96,7 @@ fn attention_forward_and_backward_match_reference() {
         let mut p = Plan::new(&gpu);
         let (ww, gw) = (tensors_as_weights(&tw), tensors_as_weights(&tdw));
         attention::forward(&mut p, s, &tx, &ww, &buf, &ty);
-        attention::backward(&mut p, s, &tx, &ww, &buf, &tdy, &tdx, &gw);
+        attention::backward(&mut p, s, &tx, &ww, &buf, &tdy, AttentionGrads { dx: &tdx, dw: gw });
         p.run();
 
         let (xf, wf) = (to_f64(&x), to_reference(&w));
@@ -133,7 +133,7 @@ fn attention_forward_can_be_replayed() {
     let mut p = Plan::new(&gpu);
     let (ww, gw) = (tensors_as_weights(&tw), tensors_as_weights(&tdw));
     attention::forward(&mut p, &s, &tx, &ww, &buf, &ty);
-    attention::backward(&mut p, &s, &tx, &ww, &buf, &tdy, &tdx, &gw);
+    attention::backward(&mut p, &s, &tx, &ww, &buf, &tdy, AttentionGrads { dx: &tdx, dw: gw });
     p.run();
     p.run();
     let (gx, g) = reference::backward(&s, &to_f64(&x), &to_reference(&w), &to_f64(&dy));

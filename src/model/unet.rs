@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use super::config::{BlockKind, UNetConfig};
 use super::params::ParamTable;
 use crate::gpu::{Gpu, KernelRef, Plan, Tensor};
-use crate::ops::attention::{Attention, AttentionBuffers, AttentionWeights};
+use crate::ops::attention::{Attention, AttentionBuffers, AttentionGrads, AttentionWeights};
 use crate::ops::concat::Concat;
 use crate::ops::conv2d::Conv2d;
 use crate::ops::dropout::DropoutParams;
@@ -671,8 +671,10 @@ impl AttnBlock {
             &self.weights(),
             &self.buf,
             d_sum,
-            self.nx.g(),
-            &self.projections(|p| &p.g),
+            AttentionGrads {
+                dx: self.nx.g(),
+                dw: self.projections(|p| &p.g),
+            },
         );
         self.norm.backward(p, &x.v, self.nx.g(), x.g());
     }

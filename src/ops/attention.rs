@@ -259,9 +259,14 @@ pub fn forward(p: &mut Plan, s: &Attention, x: &Tensor, w: &AttentionWeights, bu
     matmul_ext(p, &out, &e, None, w.wo, &buf.o, y);
 }
 
+/// The gradients the backward accumulates: the input's and the eight parameters'.
+pub struct AttentionGrads<'a> {
+    pub dx: &'a Tensor,
+    pub dw: AttentionWeights<'a>,
+}
+
 /// dx and all eight weight gradients `+=` for the output gradient dy (B, C, T). Needs the
 /// activations saved in `buf` by [`forward`] on the same x and weights.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     p: &mut Plan,
     s: &Attention,
@@ -269,9 +274,10 @@ pub fn backward(
     w: &AttentionWeights,
     buf: &AttentionBuffers,
     dy: &Tensor,
-    dx: &Tensor,
-    dw: &AttentionWeights,
+    g: AttentionGrads,
 ) {
+    let AttentionGrads { dx, dw } = g;
+    let dw = &dw;
     check(s, x, w, "backward");
     check(s, x, dw, "backward (gradients)");
     assert!(
