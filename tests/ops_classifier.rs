@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use ddpm_gpu::ops::cross_entropy::Outputs;
 use ddpm_gpu::{ops, reference};
 
 /// A few f32 roundings per element, or sums of at most a few hundred f32 values.
@@ -99,7 +100,12 @@ fn check_cross_entropy(what: &str, rows: usize, classes: usize, z: &[f32], label
     );
     let mut p = Plan::new(&gpu);
     let loss_view = tloss.view(lo, &[1]);
-    ops::cross_entropy::forward_backward(&mut p, rows, classes, &tz, &tl, &tprobs, &loss_view, &tdz);
+    let out = Outputs {
+        probs: &tprobs,
+        loss: &loss_view,
+        dlogits: &tdz,
+    };
+    ops::cross_entropy::forward_backward(&mut p, [rows, classes], &tz, &tl, out);
     p.run();
     let (want_loss, want_dz, want_probs) = reference::cross_entropy::forward_backward(&to_f64(z), labels, classes);
     let got_loss = gpu.read(&tloss);
@@ -180,7 +186,7 @@ fn predict_matches_reference_softmax() {
             let z = logits(rows, classes, seed);
             let (tz, tprobs) = (gpu.tensor(&[n], &z), gpu.tensor(&[n], &random(n, seed + 1)));
             let mut p = Plan::new(&gpu);
-            ops::cross_entropy::predict(&mut p, rows, classes, &tz, &tprobs);
+            ops::cross_entropy::predict(&mut p, [rows, classes], &tz, &tprobs);
             p.run();
             // Any labels: the probabilities do not depend on them.
             let (_, _, want) = reference::cross_entropy::forward_backward(&to_f64(&z), &vec![0; rows], classes);
@@ -208,5 +214,11 @@ fn cross_entropy_rejects_a_wrong_label_count() {
     let gpu = gpu();
     let mut p = Plan::new(&gpu);
     let (z, labels, loss) = (gpu.zeros(&[30]), gpu.zeros(&[2]), gpu.zeros(&[1]));
-    ops::cross_entropy::forward_backward(&mut p, 3, 10, &z, &labels, &gpu.zeros(&[30]), &loss, &gpu.zeros(&[30]));
+    let (probs, dlogits) = (gpu.zeros(&[30]), gpu.zeros(&[30]));
+    let out = Outputs {
+        probs: &probs,
+        loss: &loss,
+        dlogits: &dlogits,
+    };
+    ops::cross_entropy::forward_backward(&mut p, [3, 10], &z, &labels, out);
 }

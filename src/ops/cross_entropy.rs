@@ -35,23 +35,25 @@ fn params(what: &str, rows: usize, classes: usize, logits: &Tensor, probs: &Tens
     }
 }
 
-/// Cross-entropy of `logits` (rows, classes) against `labels` (rows; f32 integers in [0, classes),
-/// validated by the caller as for the class embedding), all written:
-/// `probs` = row softmax of the logits; `loss[0]` = mean over rows of −log p[row, label] (only
-/// loss[0] is written; `loss` may be a view into a larger buffer); `dlogits` = (probs −
-/// onehot(labels)) / rows, the gradient of loss[0] (written, not accumulated: it starts a backward
-/// pass). Records the loss kernel and the levels of a reduction (scratch allocated here).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_backward(
-    p: &mut Plan,
-    rows: usize,
-    classes: usize,
-    logits: &Tensor,
-    labels: &Tensor,
-    probs: &Tensor,
-    loss: &Tensor,
-    dlogits: &Tensor,
-) {
+/// What [`forward_backward`] writes.
+#[derive(Clone, Copy)]
+pub struct Outputs<'a> {
+    /// The row softmax of the logits (rows, classes).
+    pub probs: &'a Tensor,
+    /// loss[0] = mean over rows of −log p[row, label] (only loss[0] is written; `loss` may be a
+    /// view into a larger buffer).
+    pub loss: &'a Tensor,
+    /// (probs − onehot(labels)) / rows, the gradient of loss[0] (written, not accumulated: it
+    /// starts a backward pass).
+    pub dlogits: &'a Tensor,
+}
+
+/// Cross-entropy of `logits` (rows, classes) = `shape` against `labels` (rows; f32 integers in
+/// [0, classes), validated by the caller as for the class embedding), every output written.
+/// Records the loss kernel and the levels of a reduction (scratch allocated here).
+pub fn forward_backward(p: &mut Plan, shape: [usize; 2], logits: &Tensor, labels: &Tensor, out: Outputs) {
+    let [rows, classes] = shape;
+    let Outputs { probs, loss, dlogits } = out;
     let what = "cross_entropy";
     let q = params(what, rows, classes, logits, probs);
     assert_eq!(
@@ -74,8 +76,10 @@ pub fn forward_backward(
     reduce::finish(p, &row_loss, loss, q.inv_rows);
 }
 
-/// probs = row softmax of `logits` (rows, classes), written: the classifier's inference output.
-pub fn predict(p: &mut Plan, rows: usize, classes: usize, logits: &Tensor, probs: &Tensor) {
+/// probs = row softmax of `logits` (rows, classes) = `shape`, written: the classifier's inference
+/// output.
+pub fn predict(p: &mut Plan, shape: [usize; 2], logits: &Tensor, probs: &Tensor) {
+    let [rows, classes] = shape;
     let q = params("cross_entropy predict", rows, classes, logits, probs);
     p.kernel(
         &shader!("cross_entropy"),

@@ -382,16 +382,12 @@ impl Classifier {
         let mut p = Plan::new(gpu);
         p.clear(&grads);
         net.forward(&mut p, &w);
-        cross_entropy::forward_backward(
-            &mut p,
-            b,
-            shape.classes,
-            &net.logits,
-            &labels_t,
-            &net.probs,
-            &loss,
-            &g.dlogits,
-        );
+        let out = cross_entropy::Outputs {
+            probs: &net.probs,
+            loss: &loss,
+            dlogits: &g.dlogits,
+        };
+        cross_entropy::forward_backward(&mut p, [b, shape.classes], &net.logits, &labels_t, out);
         // The epoch's loss adds up on the GPU: the CPU waits once per epoch, not once per step.
         let epoch_loss = gpu.zeros(&[1]);
         elementwise::axpy(&mut p, 1.0, &loss, &epoch_loss);
@@ -478,7 +474,7 @@ impl Classifier {
         let net = Net::new(gpu, s, b);
         let mut p = Plan::new(gpu);
         net.forward(&mut p, &layout.views(&params));
-        cross_entropy::predict(&mut p, b, s.classes, &net.logits, &net.probs);
+        cross_entropy::predict(&mut p, [b, s.classes], &net.logits, &net.probs);
         let mut batch = vec![0.0f32; b * per];
         for start in (0..n).step_by(b) {
             let rows = b.min(n - start);
