@@ -40,7 +40,9 @@ fn encode_png(pixels: &[u8], width: usize, height: usize, channels: usize) -> Re
     Ok(out)
 }
 
-fn check_images(images: &[f32], b: usize, c: usize, h: usize, w: usize) -> Result<()> {
+/// Checks a batch of images against its shape [B, C, H, W] and returns the shape.
+fn check_images(images: &[f32], shape: [usize; 4]) -> Result<[usize; 4]> {
+    let [b, c, h, w] = shape;
     ensure!(
         c == 1 || c == 3,
         "images must have 1 (gray) or 3 (RGB) channels, not {c}"
@@ -52,7 +54,7 @@ fn check_images(images: &[f32], b: usize, c: usize, h: usize, w: usize) -> Resul
         "expected {expected} values for {b} images of {c}×{h}×{w}, got {}",
         images.len()
     );
-    Ok(())
+    Ok(shape)
 }
 
 /// Grids and plots are written as PNG (lossless: a JPEG would smear single pixels). Another
@@ -68,24 +70,15 @@ pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write images (B, C, H, W) with values in [−1, 1] (clamped) as a grid PNG with `cols` columns and a 2-pixel
-/// gap; C = 1 → grayscale, C = 3 → RGB. Written atomically (temp file in the same dir, then rename).
+/// Write images of `shape` [B, C, H, W] with values in [−1, 1] (clamped) as a grid PNG with `cols`
+/// columns and a 2-pixel gap; C = 1 → grayscale, C = 3 → RGB. Written atomically (temp file in the
+/// same dir, then rename).
 ///
 /// Each image is enlarged `scale` times (nearest neighbour). With k = min(cols, B) columns and
 /// r = ⌈B / k⌉ rows the PNG is (k·W·scale + (k−1)·2) × (r·H·scale + (r−1)·2); gaps only between cells.
-#[allow(clippy::too_many_arguments)]
-pub fn save_grid(
-    path: &Path,
-    images: &[f32],
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    cols: usize,
-    scale: u32,
-) -> Result<()> {
+pub fn save_grid(path: &Path, images: &[f32], shape: [usize; 4], cols: usize, scale: u32) -> Result<()> {
     let fail = || format!("cannot write image grid {}", path.display());
-    check_images(images, b, c, h, w).with_context(fail)?;
+    let [b, c, h, w] = check_images(images, shape).with_context(fail)?;
     ensure!(
         cols > 0 && scale > 0,
         "{}: columns ({cols}) and scale ({scale}) must be at least 1",
@@ -115,9 +108,11 @@ pub fn save_grid(
     write_atomic(path, &png)
 }
 
-/// Each image as its own PNG in `dir` (created), named 00000.png ...
-pub fn save_each(dir: &Path, images: &[f32], b: usize, c: usize, h: usize, w: usize) -> Result<()> {
-    check_images(images, b, c, h, w).with_context(|| format!("cannot write images to {}", dir.display()))?;
+/// Each image of a batch of `shape` [B, C, H, W] as its own PNG in `dir` (created), named
+/// 00000.png ...
+pub fn save_each(dir: &Path, images: &[f32], shape: [usize; 4]) -> Result<()> {
+    let [b, c, h, w] =
+        check_images(images, shape).with_context(|| format!("cannot write images to {}", dir.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut px = vec![0u8; h * w * c];
     for i in 0..b {

@@ -333,11 +333,11 @@ fn bad_score_input_gets_one_clear_error() {
     fails_with(&["score", "--samples", "/no/such/grid.png"], &["/no/such/grid.png"]);
     // A picture that is no grid of 28×28 digits.
     let odd = dir.join("odd.png");
-    ddpm_gpu::viz::save_grid(&odd, &vec![0.5; 3 * 10 * 10], 3, 1, 10, 10, 3, 1).unwrap();
+    ddpm_gpu::viz::save_grid(&odd, &vec![0.5; 3 * 10 * 10], [3, 1, 10, 10], 3, 1).unwrap();
     fails_with(&["score", "--samples", odd.to_str().unwrap()], &["odd.png", "28×28"]);
     // One digit is not enough for a covariance.
     let one = dir.join("one.png");
-    ddpm_gpu::viz::save_grid(&one, &vec![0.5; 28 * 28], 1, 1, 28, 28, 1, 2).unwrap();
+    ddpm_gpu::viz::save_grid(&one, &vec![0.5; 28 * 28], [1, 1, 28, 28], 1, 2).unwrap();
     fails_with(
         &["score", "--samples", one.to_str().unwrap()],
         &["one.png", "at least 2"],
@@ -360,9 +360,9 @@ fn bad_score_input_gets_one_clear_error() {
     );
     // Unlabelled data (a folder of images) cannot train the classifier.
     let imgs = dir.join("imgs");
-    ddpm_gpu::viz::save_each(&imgs, &vec![0.1; 4 * 28 * 28], 4, 1, 28, 28).unwrap();
+    ddpm_gpu::viz::save_each(&imgs, &vec![0.1; 4 * 28 * 28], [4, 1, 28, 28]).unwrap();
     let grid = dir.join("grid.png");
-    ddpm_gpu::viz::save_grid(&grid, &vec![0.1; 4 * 28 * 28], 4, 1, 28, 28, 2, 2).unwrap();
+    ddpm_gpu::viz::save_grid(&grid, &vec![0.1; 4 * 28 * 28], [4, 1, 28, 28], 2, 2).unwrap();
     fails_with(
         &[
             "score",
@@ -397,7 +397,7 @@ fn score_trains_its_classifier_once_and_then_reads_it_from_the_cache() {
     let cache = dir.join("cache");
     let digits = ddpm_gpu::data::load(&ddpm_gpu::data::Source::BuiltinMnist, 1, 8).unwrap();
     let grid = dir.join("real.png");
-    ddpm_gpu::viz::save_grid(&grid, &digits.images[..64 * 64], 64, 1, 8, 8, 8, 2).unwrap();
+    ddpm_gpu::viz::save_grid(&grid, &digits.images[..64 * 64], [64, 1, 8, 8], 8, 2).unwrap();
     // A corrupt cached classifier is ignored with a notice, never an error.
     let cached = cache
         .join("classifiers")

@@ -166,7 +166,7 @@ fn grids_read_back_as_written() {
     ] {
         let images: Vec<f32> = random(b * c * side * side, (b + c) as u64);
         let path = dir.join(format!("grid_{c}_{side}_{b}.png"));
-        viz::save_grid(&path, &images, b, c, side, side, cols, scale).unwrap();
+        viz::save_grid(&path, &images, [b, c, side, side], cols, scale).unwrap();
         let (px, n, got_c) = viz::read_grid(&path, side).unwrap();
         assert_eq!((n, got_c), (b, c), "{path:?}: images and channels");
         let want: Vec<u8> = images.iter().map(|&v| viz::to_byte(v)).collect();
@@ -174,7 +174,7 @@ fn grids_read_back_as_written() {
     }
     // A picture of the wrong size is refused with its size in the message.
     let path = dir.join("odd.png");
-    viz::save_grid(&path, &random(4 * 28 * 28, 1), 4, 1, 28, 28, 2, 2).unwrap();
+    viz::save_grid(&path, &random(4 * 28 * 28, 1), [4, 1, 28, 28], 2, 2).unwrap();
     let err = format!("{:#}", viz::read_grid(&path, 32).unwrap_err());
     assert!(err.contains("114×114") && err.contains("32×32"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

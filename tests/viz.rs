@@ -60,7 +60,7 @@ fn gray_grid_layout_and_values() {
     imgs[3 * h * w + 1] = 0.0; // mid grey
     imgs[4 * h * w..].fill(-5.0); // image 4: clamped below
     let p = dir.join("grid.png");
-    save_grid(&p, &imgs, b, 1, h, w, cols, scale).unwrap();
+    save_grid(&p, &imgs, [b, 1, h, w], cols, scale).unwrap();
     no_tmp_files(&dir);
     let img = open(&p);
     assert_eq!(img.color(), ColorType::L8);
@@ -105,7 +105,7 @@ fn rgb_grid_and_fewer_images_than_columns() {
     img[h * w + w + 2] = 1.0;
     img[2 * h * w + w + 2] = 1.0;
     let p = dir.join("sub/rgb.png");
-    save_grid(&p, &img, 1, 3, h, w, 8, 1).unwrap();
+    save_grid(&p, &img, [1, 3, h, w], 8, 1).unwrap();
     let png = open(&p);
     assert_eq!(png.color(), ColorType::Rgb8);
     assert_eq!(
@@ -123,12 +123,12 @@ fn rgb_grid_and_fewer_images_than_columns() {
 fn grid_rejects_bad_shapes() {
     let dir = temp_dir("badgrid");
     let p = dir.join("g.png");
-    let e = format!("{:#}", save_grid(&p, &[0.0; 10], 2, 1, 2, 2, 2, 1).unwrap_err());
+    let e = format!("{:#}", save_grid(&p, &[0.0; 10], [2, 1, 2, 2], 2, 1).unwrap_err());
     println!("{e}");
     assert!(e.contains("g.png") && e.contains("expected 8 values"), "{e}");
-    let e = format!("{:#}", save_grid(&p, &[0.0; 8], 1, 2, 2, 2, 2, 1).unwrap_err());
+    let e = format!("{:#}", save_grid(&p, &[0.0; 8], [1, 2, 2, 2], 2, 1).unwrap_err());
     assert!(e.contains("1 (gray) or 3 (RGB) channels"), "{e}");
-    let e = format!("{:#}", save_grid(&p, &[0.0; 4], 1, 1, 2, 2, 0, 1).unwrap_err());
+    let e = format!("{:#}", save_grid(&p, &[0.0; 4], [1, 1, 2, 2], 0, 1).unwrap_err());
     assert!(e.contains("at least 1"), "{e}");
     assert!(!p.exists());
     done(&dir);
@@ -142,7 +142,7 @@ fn each_image_its_own_png() {
     let imgs: Vec<f32> = (0..b * h * w)
         .map(|i| if i / (h * w) == 1 { 1.0 } else { -1.0 })
         .collect();
-    save_each(&out, &imgs, b, 1, h, w).unwrap();
+    save_each(&out, &imgs, [b, 1, h, w]).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -245,7 +245,7 @@ fn mnist_sample_grid() {
     let d = ddpm_gpu::data::load(&ddpm_gpu::data::Source::BuiltinMnist, 1, 28).unwrap();
     let dir = temp_dir("mnist");
     let p = dir.join("mnist.png");
-    save_grid(&p, &d.batch(&(0..64).collect::<Vec<_>>()), 64, 1, 28, 28, 8, 2).unwrap();
+    save_grid(&p, &d.batch(&(0..64).collect::<Vec<_>>()), [64, 1, 28, 28], 8, 2).unwrap();
     let g = open(&p).to_luma8();
     assert_eq!(g.dimensions(), (8 * 56 + 7 * 2, 8 * 56 + 7 * 2));
     // The byte written for each pixel is exactly the dataset's byte: MNIST stores k/255 as 2k/255 − 1.

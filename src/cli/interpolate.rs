@@ -130,7 +130,7 @@ pub fn run(opts: &GpuOptions, args: &InterpolateArgs) -> Result<()> {
 
     let strip: Vec<f32> = [x0_a.as_slice(), &decoded, &x0_b].concat();
     let cells = ls.len() + 2;
-    viz::save_grid(&args.out, &strip, cells, cfg.out_channels, size, size, cells, 2)?;
+    viz::save_grid(&args.out, &strip, [cells, cfg.out_channels, size, size], cells, 2)?;
     eprintln!(
         "wrote {}: source a, {} interpolations decoded from t = {t}, source b",
         args.out.display(),

@@ -300,10 +300,10 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
         (Some(_), None, Some(classes)) if n >= classes => classes,
         _ => (n as f64).sqrt().ceil() as usize,
     };
-    viz::save_grid(&args.out, &images, n, c, size, size, cols, 2)?;
+    viz::save_grid(&args.out, &images, [n, c, size, size], cols, 2)?;
     eprintln!("wrote {}", args.out.display());
     if let Some(dir) = &args.each {
-        viz::save_each(dir, &images, n, c, size, size)?;
+        viz::save_each(dir, &images, [n, c, size, size])?;
         eprintln!("wrote {n} images into {}", dir.display());
     }
     if !snapshots.is_empty() {
@@ -318,7 +318,7 @@ pub fn run(opts: &GpuOptions, args: &SampleArgs) -> Result<()> {
             })
             .collect();
         let path = progressive_path(&args.out);
-        viz::save_grid(&path, &strip, n * k, c, size, size, k, 2)?;
+        viz::save_grid(&path, &strip, [n * k, c, size, size], k, 2)?;
         let ts: Vec<String> = snapshots.iter().map(|&i| chain[i].t.to_string()).collect();
         eprintln!("wrote {} (x̂₀ at t = {})", path.display(), ts.join(", "));
     }

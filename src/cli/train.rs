@@ -789,7 +789,7 @@ fn sample_grid(
     std::fs::create_dir_all(&dir)?;
     let size = m.sample_size();
     let path = dir.join(format!("step_{step:07}.png"));
-    viz::save_grid(&path, &images, n, m.out_channels, size, size, cols, 2)?;
+    viz::save_grid(&path, &images, [n, m.out_channels, size, size], cols, 2)?;
     eprintln!("samples: {}", path.display());
     Ok(Some(images))
 }
